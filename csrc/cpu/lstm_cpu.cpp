@@ -1,0 +1,180 @@
+// CPU implementation of the layer ops.
+//
+// Forward, per step: the recurrent product h_prev · W_hhᵀ for all four gates as one BLAS call into
+// a preallocated buffer, then one fused, vectorised, multithreaded pass over (row, hidden unit)
+// that adds the hoisted input projection, applies sigmoid/tanh, updates c and h and writes the
+// saved gates when training. All arithmetic is in the opmath type (float for bf16/fp16), with
+// h and c carried in it across steps; outputs are rounded to the input dtype once.
+// (A register-blocked recurrent micro-kernel with the pointwise update fused while the tile is
+// hot is the CPU-performance issue's work; BLAS is the honest baseline here.)
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include "kernels/lstm_math.h"
+#include "kernels/lstm_step.h"
+#include "lstm_common.h"
+
+namespace fused_lstm {
+namespace {
+
+using kernels::kNumGates;
+
+// Pointwise work is split into (row, chunk of hidden units) tasks; below this many cells per task
+// the threads' start-up costs more than it saves.
+constexpr int64_t kHiddenChunk = 256;
+constexpr int64_t kCellsPerTask = 16384;
+
+int64_t grain_in_tasks(int64_t chunk) { return std::max<int64_t>(1, kCellsPerTask / chunk); }
+
+// Cells (b, j) for j in [j_begin, j_end) of one row: gates from pre-activations, c and h updates.
+template <typename acc_t>
+void forward_cells(const acc_t* pre, const acc_t* rec, acc_t* c_state, acc_t* h_out,
+                   acc_t* gates_out, acc_t* cells_out, int64_t H, int64_t j_begin, int64_t j_end) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  const Vec one(acc_t(1));
+  auto sigmoid = [&](Vec x) { return one / (one + x.neg().exp()); };
+  int64_t j = j_begin;
+  for (; j + Vec::size() <= j_end; j += Vec::size()) {
+    const Vec i = sigmoid(Vec::loadu(pre + j) + Vec::loadu(rec + j));
+    const Vec f = sigmoid(Vec::loadu(pre + H + j) + Vec::loadu(rec + H + j));
+    const Vec g = (Vec::loadu(pre + 2 * H + j) + Vec::loadu(rec + 2 * H + j)).tanh();
+    const Vec o = sigmoid(Vec::loadu(pre + 3 * H + j) + Vec::loadu(rec + 3 * H + j));
+    const Vec c = f * Vec::loadu(c_state + j) + i * g;
+    c.store(c_state + j);
+    (o * c.tanh()).store(h_out + j);
+    if (gates_out != nullptr) {
+      i.store(gates_out + j);
+      f.store(gates_out + H + j);
+      g.store(gates_out + 2 * H + j);
+      o.store(gates_out + 3 * H + j);
+      c.store(cells_out + j);
+    }
+  }
+  for (; j < j_end; ++j) {
+    acc_t c, h;
+    const auto a = kernels::cell_forward(pre[j] + rec[j], pre[H + j] + rec[H + j],
+                                         pre[2 * H + j] + rec[2 * H + j],
+                                         pre[3 * H + j] + rec[3 * H + j], c_state[j], &c, &h);
+    c_state[j] = c;
+    h_out[j] = h;
+    if (gates_out != nullptr) {
+      gates_out[j] = a.i;
+      gates_out[H + j] = a.f;
+      gates_out[2 * H + j] = a.g;
+      gates_out[3 * H + j] = a.o;
+      cells_out[j] = c;
+    }
+  }
+}
+
+ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx,
+                                     const Tensor& weight_ih, const Tensor& weight_hh,
+                                     const c10::optional<Tensor>& bias_ih,
+                                     const c10::optional<Tensor>& bias_hh,
+                                     const c10::optional<Tensor>& weight_hr,
+                                     const c10::optional<Tensor>& batch_sizes, bool reverse,
+                                     bool save_workspace) {
+  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
+                                             weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                             batch_sizes);
+  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx);
+  const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
+  const auto dtype = input.scalar_type();
+  const auto acc_type = opmath_type(dtype);
+  const auto acc = input.options().dtype(acc_type);
+
+  // Hoisted input projection for all steps, biases folded in: one GEMM.
+  const Tensor x = input.reshape({N, s.input}).to(acc_type);
+  const Tensor w_ih_t = weight_ih.to(acc_type).t();
+  const Tensor pre = s.has_bias ? at::addmm(bias_ih->to(acc_type) + bias_hh->to(acc_type), x, w_ih_t)
+                                : at::mm(x, w_ih_t);
+  const Tensor w_hh_t = weight_hh.to(acc_type).t();
+  const Tensor w_hr_t = s.has_proj ? weight_hr->to(acc_type).t() : Tensor();
+
+  // Buffers for the whole sequence, allocated once (no per-step allocation).
+  Tensor out = at::empty({N, P}, acc);
+  Tensor h_state = hx.to(acc_type).contiguous().clone();
+  Tensor c_state = cx.to(acc_type).contiguous().clone();
+  Tensor rec = at::empty({B, 4 * H}, acc);
+  Tensor h_unprojected = s.has_proj ? at::empty({B, H}, acc) : Tensor();
+  Tensor gates = save_workspace ? at::empty({N, 4 * H}, acc) : at::empty({0}, acc);
+  Tensor cells = save_workspace ? at::empty({N, H}, acc) : at::empty({0}, acc);
+
+  const auto schedule = make_step_schedule(s, batch_sizes, reverse);
+  AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_layer_forward_cpu", [&] {
+    const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
+    for (const auto& step : schedule) {
+      const int64_t rows = step.rows;
+      Tensor rec_rows = rec.narrow(0, 0, rows);
+      at::mm_out(rec_rows, h_state.narrow(0, 0, rows), w_hh_t);
+      const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
+      const scalar_t* rec_p = rec.data_ptr<scalar_t>();
+      scalar_t* c_p = c_state.data_ptr<scalar_t>();
+      scalar_t* h_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>()
+                                 : out.data_ptr<scalar_t>() + step.row_offset * P;
+      scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() + step.row_offset * 4 * H : nullptr;
+      scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() + step.row_offset * H : nullptr;
+      at::parallel_for(0, rows * chunks, grain_in_tasks(std::min(H, kHiddenChunk)),
+                       [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t b = task / chunks;
+          const int64_t j0 = (task % chunks) * kHiddenChunk;
+          forward_cells<scalar_t>(pre_p + b * 4 * H, rec_p + b * 4 * H, c_p + b * H, h_p + b * H,
+                                  gates_p ? gates_p + b * 4 * H : nullptr,
+                                  cells_p ? cells_p + b * H : nullptr, H, j0,
+                                  std::min(H, j0 + kHiddenChunk));
+        }
+      });
+      Tensor out_rows = out.narrow(0, step.row_offset, rows);
+      if (s.has_proj) at::mm_out(out_rows, h_unprojected.narrow(0, 0, rows), w_hr_t);
+      h_state.narrow(0, 0, rows).copy_(out_rows);
+    }
+  });
+
+  const Tensor output = out.to(dtype).view(per_token_shape(s, P));
+  const Tensor hy = out.index_select(0, final_row_index(schedule, B, input.device())).to(dtype);
+  return {output, hy, c_state.to(dtype), gates, cells};
+}
+
+void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const Tensor& gates,
+                            const Tensor& cells, const Tensor& cx, const Tensor& dh,
+                            const Tensor& dc_carry, const Tensor& dgates) {
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_pointwise_cpu", [&] {
+    const kernels::BackwardPointwiseParams<scalar_t> p{
+        step, hidden, gates.data_ptr<scalar_t>(), cells.data_ptr<scalar_t>(),
+        cx.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dh.stride(0),
+        dc_carry.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>()};
+    const int64_t chunks = (hidden + kHiddenChunk - 1) / kHiddenChunk;
+    at::parallel_for(0, step.rows * chunks, grain_in_tasks(std::min(hidden, kHiddenChunk)),
+                     [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / chunks;
+        const int64_t j0 = (task % chunks) * kHiddenChunk;
+        const int64_t j1 = std::min(hidden, j0 + kHiddenChunk);
+        for (int64_t j = j0; j < j1; ++j) kernels::backward_pointwise_element(p, b, j);
+      }
+    });
+  });
+}
+
+BackwardResult lstm_layer_backward_cpu(
+    const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
+    const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
+    const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
+    const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
+    const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
+  return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
+                                  weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
+                                  gates, cells, output_mask, &backward_pointwise_cpu);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
+  m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+}
+
+}  // namespace fused_lstm

@@ -1,0 +1,141 @@
+// CUDA implementation of the layer ops: ATen glue around csrc/kernels/lstm_cuda_kernels.cuh.
+//
+// Forward: the input projection x · W_ihᵀ for all steps as one cuBLAS GEMM (torch's TF32 flags
+// apply), then one fused step kernel per time step (Note [Fused forward step]); with a projection,
+// a cuBLAS GEMM per step maps o * tanh(c) to h. Backward: lstm_layer_backward_impl with the CUDA
+// pointwise kernel; its GEMMs are cuBLAS. Everything runs on the current stream of input's device.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAException.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/lstm_cuda_kernels.cuh"
+#include "lstm_common.h"
+
+namespace fused_lstm {
+namespace {
+
+// at:: storage types -> CUDA's (same bits).
+template <typename T> struct CudaType { using type = T; };
+template <> struct CudaType<at::Half> { using type = __half; };
+template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
+
+template <typename T>
+typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
+  return t.defined() && t.numel() > 0 ? reinterpret_cast<typename CudaType<T>::type*>(t.data_ptr<T>()) : nullptr;
+}
+
+bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
+                                      const Tensor& weight_ih, const Tensor& weight_hh,
+                                      const c10::optional<Tensor>& bias_ih,
+                                      const c10::optional<Tensor>& bias_hh,
+                                      const c10::optional<Tensor>& weight_hr,
+                                      const c10::optional<Tensor>& batch_sizes, bool reverse,
+                                      bool save_workspace) {
+  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
+                                             weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                                             batch_sizes);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx);
+  const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
+  const auto dtype = input.scalar_type();
+  const auto acc_type = opmath_type(dtype);
+  const auto acc = input.options().dtype(acc_type);
+
+  const Tensor input_proj = at::mm(input.reshape({N, s.input}), weight_ih.t());  // [N, 4H]
+  const Tensor w_hh = weight_hh.contiguous();
+  const Tensor hx_c = hx.contiguous();
+  const Tensor b_ih = s.has_bias ? bias_ih->contiguous() : Tensor();
+  const Tensor b_hh = s.has_bias ? bias_hh->contiguous() : Tensor();
+  const Tensor w_hr_t = s.has_proj ? weight_hr->t() : Tensor();
+
+  Tensor output = at::empty({N, P}, input.options());
+  Tensor c_state = cx.to(acc_type).contiguous().clone();
+  Tensor h_unprojected = s.has_proj ? at::empty({B, H}, input.options()) : Tensor();
+  Tensor gates = save_workspace ? at::empty({N, 4 * H}, acc) : at::empty({0}, acc);
+  Tensor cells = save_workspace ? at::empty({N, H}, acc) : at::empty({0}, acc);
+
+  const auto schedule = make_step_schedule(s, batch_sizes, reverse);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const bool tensor_cores = at::cuda::getCurrentDeviceProperties()->major >= 8;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lstm_layer_forward_cuda", [&] {
+    using cuda_t = typename CudaType<scalar_t>::type;
+    using acc_t = at::opmath_type<scalar_t>;
+    kernels::ForwardStepParams<cuda_t, acc_t> p{};
+    p.hidden = H;
+    p.proj = P;
+    p.input_proj = cuda_ptr<scalar_t>(input_proj);
+    p.bias_ih = s.has_bias ? cuda_ptr<scalar_t>(b_ih) : nullptr;
+    p.bias_hh = s.has_bias ? cuda_ptr<scalar_t>(b_hh) : nullptr;
+    p.weight_hh = cuda_ptr<scalar_t>(w_hh);
+    p.hx = cuda_ptr<scalar_t>(hx_c);
+    p.output = cuda_ptr<scalar_t>(output);
+    p.c_state = c_state.data_ptr<acc_t>();
+    p.gates_ws = save_workspace ? gates.data_ptr<acc_t>() : nullptr;
+    p.cells_ws = save_workspace ? cells.data_ptr<acc_t>() : nullptr;
+    p.h_unprojected = s.has_proj ? cuda_ptr<scalar_t>(h_unprojected) : nullptr;
+    // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
+    const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
+                              aligned_16(p.hx) && aligned_16(p.output);
+    for (const auto& step : schedule) {
+      p.step = step;
+      if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+        if (tensor_cores) {
+          C10_CUDA_CHECK(kernels::launch_forward_step_mma<cuda_t>(p, vector_loads, stream));
+        } else {
+          C10_CUDA_CHECK(kernels::launch_forward_step_simt<cuda_t, acc_t>(p, stream));
+        }
+      } else {
+        C10_CUDA_CHECK(kernels::launch_forward_step_simt<cuda_t, acc_t>(p, stream));
+      }
+      if (s.has_proj) {
+        Tensor out_rows = output.narrow(0, step.row_offset, step.rows);
+        at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
+      }
+    }
+  });
+
+  const Tensor hy = output.index_select(0, final_row_index(schedule, B, input.device()));
+  return {output.view(per_token_shape(s, P)), hy, c_state.to(dtype), gates, cells};
+}
+
+void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, const Tensor& gates,
+                             const Tensor& cells, const Tensor& cx, const Tensor& dh,
+                             const Tensor& dc_carry, const Tensor& dgates) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_pointwise_cuda", [&] {
+    const kernels::BackwardPointwiseParams<scalar_t> p{
+        step, hidden, gates.data_ptr<scalar_t>(), cells.data_ptr<scalar_t>(),
+        cx.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dh.stride(0),
+        dc_carry.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>()};
+    C10_CUDA_CHECK(kernels::launch_backward_pointwise<scalar_t>(p, stream));
+  });
+}
+
+BackwardResult lstm_layer_backward_cuda(
+    const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
+    const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
+    const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
+    const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
+    const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
+                                  weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
+                                  gates, cells, output_mask, &backward_pointwise_cuda);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
+  m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
+}
+
+}  // namespace fused_lstm

@@ -1,0 +1,24 @@
+"""fused_lstm: fused CPU/CUDA LSTM kernels for PyTorch, and a drop-in ``torch.nn.LSTM``.
+
+Importing the package loads the compiled extension ``fused_lstm._C`` (there is no pure-Python
+fallback: an import error here means the extension was not built; see README.md).
+"""
+
+import torch
+
+from . import _C
+from . import _ops  # noqa: F401  (registers the fake kernels)
+from .functional import LSTMLayerFunction, lstm_layer
+from .modules import LSTM
+from .reference import lstm_layer_reference
+
+__all__ = ["LSTM", "LSTMLayerFunction", "build_info", "lstm_layer", "lstm_layer_reference"]
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the extension was built: CUDA or not (and why), arch list, versions."""
+    info = dict(_C.build_info())
+    info["torch_version"] = torch.__version__
+    info["cuda_version"] = torch.version.cuda
+    return info

@@ -1,0 +1,266 @@
+"""``fused_lstm.LSTM``: torch.nn.LSTM's interface on the fused ops.
+
+It subclasses ``nn.Module``, not ``nn.LSTM`` (dynamo graph-breaks on any nn.RNNBase instance; see
+DESIGN.md), and keeps nn.LSTM's constructor, attribute and parameter names, parameter order,
+initialisation and ``state_dict`` keys, so state dicts move between the two unchanged.
+"""
+
+import math
+import numbers
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .functional import lstm_layer
+
+
+def _apply_permutation(tensor: Tensor, permutation: Tensor, dim: int = 1) -> Tensor:
+    return tensor.index_select(dim, permutation)
+
+
+class LSTM(nn.Module):
+    r"""Drop-in replacement for :class:`torch.nn.LSTM` running fused CPU/CUDA kernels.
+
+    Same arguments, shapes, parameters and results as ``torch.nn.LSTM`` (see its documentation):
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, proj_size=0, device=None, dtype=None)``; ``forward(input, hx=None)``
+    returns ``(output, (h_n, c_n))`` and accepts batched, unbatched and packed input.
+    """
+
+    __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
+                     "dropout", "bidirectional", "proj_size"]
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None) -> None:
+        super().__init__()
+        # Argument checks in nn.RNNBase's order, with its exception classes and messages.
+        if (not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1
+                or isinstance(dropout, bool)):
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             "probability of an element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          "non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}", stacklevel=2)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first should be of type bool, got: {type(batch_first).__name__}")
+        if not isinstance(input_size, int):
+            raise TypeError(f"input_size should be of type int, got: {type(input_size).__name__}")
+        if input_size <= 0:
+            raise ValueError("input_size must be greater than zero")
+        if not isinstance(hidden_size, int):
+            raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = 4 * hidden_size
+        real_hidden_size = proj_size if proj_size > 0 else hidden_size
+        self._all_weights: List[List[str]] = []
+        for layer in range(num_layers):
+            for direction in range(self._num_directions):
+                layer_input_size = (input_size if layer == 0
+                                    else real_hidden_size * self._num_directions)
+                suffix = "_reverse" if direction == 1 else ""
+                params = [(f"weight_ih_l{layer}{suffix}", (gate_size, layer_input_size)),
+                          (f"weight_hh_l{layer}{suffix}", (gate_size, real_hidden_size))]
+                if bias:
+                    params += [(f"bias_ih_l{layer}{suffix}", (gate_size,)),
+                               (f"bias_hh_l{layer}{suffix}", (gate_size,))]
+                if proj_size > 0:
+                    params += [(f"weight_hr_l{layer}{suffix}", (proj_size, hidden_size))]
+                for name, shape in params:
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                self._all_weights.append([name for name, _ in params])
+        self.reset_parameters()
+
+    @property
+    def _num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _flat_weights_names(self) -> List[str]:
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def all_weights(self) -> List[List[nn.Parameter]]:
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def flatten_parameters(self) -> None:
+        """No-op, kept for nn.LSTM compatibility (the fused kernels need no flat buffer)."""
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        return s.format(**self.__dict__)
+
+    # -- conversion ---------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM) -> "LSTM":
+        """A fused LSTM with ``lstm``'s configuration, weights, device, dtype and mode."""
+        weight = next(lstm.parameters())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nn.LSTM already warned about its dropout
+            fused = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias,
+                        lstm.batch_first, lstm.dropout, lstm.bidirectional, lstm.proj_size,
+                        device=weight.device, dtype=weight.dtype)
+        fused.load_state_dict(lstm.state_dict())
+        return fused.train(lstm.training)
+
+    def to_torch(self) -> nn.LSTM:
+        """A ``torch.nn.LSTM`` with this module's configuration, weights, device, dtype, mode."""
+        weight = next(self.parameters())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias,
+                           self.batch_first, self.dropout, self.bidirectional, self.proj_size,
+                           device=weight.device, dtype=weight.dtype)
+        lstm.load_state_dict(self.state_dict())
+        return lstm.train(self.training)
+
+    # -- checks (nn.RNNBase's messages and exception classes) -----------------------------------
+    def _check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+        weight_dtype = self.weight_ih_l0.dtype
+        if input.dtype != weight_dtype and not torch.is_autocast_enabled(input.device.type):
+            raise ValueError(f"input must have the type {weight_dtype}, got type {input.dtype}")
+        expected_dim = 2 if batch_sizes is not None else 3
+        if input.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
+        if self.input_size != input.size(-1):
+            raise RuntimeError("input.size(-1) must be equal to input_size. Expected "
+                               f"{self.input_size}, got {input.size(-1)}")
+
+    def _check_hidden(self, input: Tensor, hx: Tuple[Tensor, Tensor],
+                      batch_sizes: Optional[Tensor]) -> None:
+        if batch_sizes is not None:
+            mini_batch = int(batch_sizes[0])
+        else:
+            mini_batch = input.size(0) if self.batch_first else input.size(1)
+        layers = self.num_layers * self._num_directions
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        for index, (state, width) in enumerate(((hx[0], real_hidden), (hx[1], self.hidden_size))):
+            expected = (layers, mini_batch, width)
+            if tuple(state.size()) != expected:
+                raise RuntimeError(f"Expected hidden[{index}] size {expected}, got {list(state.size())}")
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
+        orig_input = input
+        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+        layers = self.num_layers * self._num_directions
+        batch_sizes = sorted_indices = unsorted_indices = None
+        if isinstance(orig_input, PackedSequence):
+            input, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            is_batched = True
+            mini_batch = int(batch_sizes[0])
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+            mini_batch = input.size(0) if self.batch_first else input.size(1)
+
+        if hx is None:
+            zeros = dict(dtype=input.dtype, device=input.device)
+            hx = (torch.zeros(layers, mini_batch, real_hidden, **zeros),
+                  torch.zeros(layers, mini_batch, self.hidden_size, **zeros))
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError("LSTM: expected hx to be a tuple (h_0, c_0) of two tensors, got "
+                                f"{type(hx).__name__}")
+            if batch_sizes is None:
+                expected = 3 if is_batched else 2
+                if hx[0].dim() != expected or hx[1].dim() != expected:
+                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                    raise RuntimeError(
+                        f"For {kind} input, hx and cx should also be {expected}-D but got "
+                        f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+                if not is_batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+            else:
+                # Each state row must match the sequence the user passed in that position.
+                hx = (hx[0], hx[1])
+        self._check_input(input, batch_sizes)
+        if batch_sizes is None or sorted_indices is None:
+            self._check_hidden(input, hx, batch_sizes)
+        else:
+            self._check_hidden(input, hx, batch_sizes)
+            hx = (_apply_permutation(hx[0], sorted_indices), _apply_permutation(hx[1], sorted_indices))
+
+        if batch_sizes is None and self.batch_first:
+            input = input.transpose(0, 1)  # the kernels are time-major; reshape copies if needed
+        output, h_n, c_n = self._run_layers(input, hx, batch_sizes)
+
+        if isinstance(orig_input, PackedSequence):
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                h_n = _apply_permutation(h_n, unsorted_indices)
+                c_n = _apply_permutation(c_n, unsorted_indices)
+            return output, (h_n, c_n)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+    def _run_layers(self, input: Tensor, hx: Tuple[Tensor, Tensor],
+                    batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        h_n, c_n = [], []
+        layer_input = input
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self._num_directions):
+                index = layer * self._num_directions + direction
+                names = self._all_weights[index]
+                weights = {name.split("_l")[0]: getattr(self, name) for name in names}
+                output, h, c = lstm_layer(
+                    layer_input, hx[0][index], hx[1][index], weights["weight_ih"],
+                    weights["weight_hh"], weights.get("bias_ih"), weights.get("bias_hh"),
+                    weights.get("weight_hr"), batch_sizes=batch_sizes, reverse=direction == 1)
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c)
+            layer_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_output = nn.functional.dropout(layer_output, self.dropout, training=True)
+            layer_input = layer_output
+        return layer_input, torch.stack(h_n), torch.stack(c_n)

@@ -1,0 +1,76 @@
+"""Build fused_lstm._C ahead of time with torch.utils.cpp_extension.
+
+CUDA sources are compiled when torch itself is a CUDA build (torch.version.cuda is set) and nvcc
+is found; no GPU is needed to build. Otherwise, or with FUSED_LSTM_FORCE_CPU=1, a CPU-only
+extension is built and one line says why. Install with `pip install --no-build-isolation .`:
+building in an isolated environment would compile against a different torch than the one that
+runs it.
+"""
+
+import glob
+import os
+import shutil
+import sys
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def cuda_build_decision():
+    """Returns (build_cuda, reason). The reason ends up in fused_lstm.build_info()."""
+    if os.environ.get("FUSED_LSTM_FORCE_CPU", "0") == "1":
+        return False, "FUSED_LSTM_FORCE_CPU=1"
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} is a CPU-only build"
+    nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
+    if not nvcc or not os.path.exists(nvcc):
+        return False, "nvcc not found (set CUDA_HOME)"
+    return True, f"torch CUDA {torch.version.cuda}, nvcc at {nvcc}"
+
+
+def main():
+    build_cuda, reason = cuda_build_decision()
+    if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        # No GPU to detect the arch from: build for Ampere and Hopper.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+    print(f"fused_lstm: {'CUDA' if build_cuda else 'CPU-only'} build ({reason})", file=sys.stderr)
+
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    macros = [
+        ("FUSED_LSTM_BUILD_REASON", '"' + reason.replace('"', "'") + '"'),
+        ("FUSED_LSTM_ARCH_LIST", '"' + os.environ.get("TORCH_CUDA_ARCH_LIST", "") + '"'),
+    ]
+    cxx_flags = ["-O3", "-std=c++17"]
+    if build_cuda:
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        macros.append(("FUSED_LSTM_WITH_CUDA", "1"))
+        nvcc_flags = ["-O3", "-std=c++17", "-lineinfo"]
+        ext = CUDAExtension(
+            "fused_lstm._C", sources, define_macros=macros,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+        )
+    else:
+        ext = CppExtension(
+            "fused_lstm._C", sources, define_macros=macros,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args={"cxx": cxx_flags},
+        )
+
+    setup(
+        name="fused-lstm",
+        version="0.1.0",
+        description="Fused CPU/CUDA LSTM kernels for PyTorch: a drop-in torch.nn.LSTM",
+        packages=find_packages(include=["fused_lstm", "fused_lstm.*"]),
+        ext_modules=[ext],
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+        python_requires=">=3.9",
+    )
+
+
+if __name__ == "__main__":
+    main()
