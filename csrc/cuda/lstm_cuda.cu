@@ -5,6 +5,7 @@
 // a cuBLAS GEMM per step maps o * tanh(c) to h. Backward: lstm_layer_backward_impl with the CUDA
 // pointwise kernel; its GEMMs are cuBLAS. Everything runs on the current stream of input's device.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAException.h>
@@ -30,6 +31,19 @@ typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
 }
 
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Tensor cores for half/bfloat16 from sm_80 (wmma bf16 needs it); SIMT FMA otherwise.
+template <typename cuda_t, typename acc_t>
+void launch_forward_step(const kernels::ForwardStepParams<cuda_t, acc_t>& p, bool tensor_cores,
+                         bool vector_loads, cudaStream_t stream) {
+  if constexpr (std::is_same_v<cuda_t, __half> || std::is_same_v<cuda_t, __nv_bfloat16>) {
+    if (tensor_cores) {
+      C10_CUDA_CHECK(kernels::launch_forward_step_mma<cuda_t>(p, vector_loads, stream));
+      return;
+    }
+  }
+  C10_CUDA_CHECK((kernels::launch_forward_step_simt<cuda_t, acc_t>(p, stream)));
+}
 
 ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
                                       const Tensor& weight_ih, const Tensor& weight_hh,
@@ -86,15 +100,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
                               aligned_16(p.hx) && aligned_16(p.output);
     for (const auto& step : schedule) {
       p.step = step;
-      if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-        if (tensor_cores) {
-          C10_CUDA_CHECK(kernels::launch_forward_step_mma<cuda_t>(p, vector_loads, stream));
-        } else {
-          C10_CUDA_CHECK(kernels::launch_forward_step_simt<cuda_t, acc_t>(p, stream));
-        }
-      } else {
-        C10_CUDA_CHECK(kernels::launch_forward_step_simt<cuda_t, acc_t>(p, stream));
-      }
+      launch_forward_step(p, tensor_cores, vector_loads, stream);
       if (s.has_proj) {
         Tensor out_rows = output.narrow(0, step.row_offset, step.rows);
         at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
