@@ -180,10 +180,13 @@ std::vector<int64_t> per_token_shape(const LayerShape& shape, int64_t width) {
 }
 
 ForwardResult forward_without_tokens(const LayerShape& shape, const Tensor& input, const Tensor& hx,
-                                     const Tensor& cx) {
+                                     const Tensor& cx, bool save_workspace) {
   const auto workspace = input.options().dtype(opmath_type(input.scalar_type()));
+  auto workspace_of_width = [&](int64_t width) {
+    return save_workspace ? at::empty(per_token_shape(shape, width), workspace) : at::empty({0}, workspace);
+  };
   return {at::empty(per_token_shape(shape, shape.proj), input.options()), hx.clone(), cx.clone(),
-          at::empty({0}, workspace), at::empty({0}, workspace)};
+          workspace_of_width(4 * shape.hidden), workspace_of_width(shape.hidden)};
 }
 
 BackwardResult lstm_layer_backward_impl(

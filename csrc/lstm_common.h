@@ -58,7 +58,7 @@ std::vector<int64_t> per_token_shape(const LayerShape& shape, int64_t width);
 
 // Empty results for a call with no tokens (T = 0 or B = 0): output empty, states unchanged.
 ForwardResult forward_without_tokens(const LayerShape& shape, const Tensor& input, const Tensor& hx,
-                                     const Tensor& cx);
+                                     const Tensor& cx, bool save_workspace);
 
 // Backward pointwise of one step on the tensors' device: fills dgates rows and updates dc_carry.
 using BackwardPointwiseFn = void (*)(const kernels::StepRows& step, int64_t hidden,

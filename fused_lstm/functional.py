@@ -11,15 +11,16 @@ from . import _ops
 class LSTMLayerFunction(torch.autograd.Function):
     """Autograd over ``lstm_layer_forward`` / ``lstm_layer_backward``.
 
-    The forward op saves its workspace (activated gates and cell states) only when some input
-    needs a gradient. Grad mode is off inside ``forward``, so that is decided from
-    ``ctx.needs_input_grad``, not from ``torch.is_grad_enabled()``.
+    The forward op saves its workspace (activated gates and cell states) only when a gradient
+    will be asked for: some input needs one (``ctx.needs_input_grad``; grad mode is always off
+    inside ``forward``) and grad mode was on at the call (``grad_enabled``, read by the caller),
+    so ``torch.no_grad()`` inference allocates no workspace.
     """
 
     @staticmethod
     def forward(ctx, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                batch_sizes, reverse):
-        training = any(ctx.needs_input_grad[:8])
+                batch_sizes, reverse, grad_enabled):
+        training = grad_enabled and any(ctx.needs_input_grad[:8])
         output, hy, cy, gates, cells = _ops.lstm_layer_forward(
             input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
             reverse, training)
@@ -46,7 +47,7 @@ class LSTMLayerFunction(torch.autograd.Function):
 
         return (keep(grad_input, 0), keep(grad_hx, 1), keep(grad_cx, 2),
                 keep(grad_weight_ih, 3), keep(grad_weight_hh, 4), keep(grad_bias, 5),
-                keep(grad_bias, 6), keep(grad_weight_hr, 7), None, None)
+                keep(grad_bias, 6), keep(grad_weight_hr, 7), None, None, None)
 
 
 def lstm_layer(
@@ -99,4 +100,4 @@ def lstm_layer(
     if cx is None:
         cx = input.new_zeros((batch, hidden))
     return LSTMLayerFunction.apply(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
-                                   weight_hr, batch_sizes, reverse)
+                                   weight_hr, batch_sizes, reverse, torch.is_grad_enabled())

@@ -79,7 +79,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
-  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx);
+  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc_type = opmath_type(dtype);
@@ -99,8 +99,9 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   Tensor c_state = cx.to(acc_type).contiguous().clone();
   Tensor rec = at::empty({B, 4 * H}, acc);
   Tensor h_unprojected = s.has_proj ? at::empty({B, H}, acc) : Tensor();
-  Tensor gates = save_workspace ? at::empty({N, 4 * H}, acc) : at::empty({0}, acc);
-  Tensor cells = save_workspace ? at::empty({N, H}, acc) : at::empty({0}, acc);
+  // Saved for backward, one row per token: [T, B, 4H] / [T, B, H] (or [N, .] packed).
+  Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), acc) : at::empty({0}, acc);
+  Tensor cells = save_workspace ? at::empty(per_token_shape(s, H), acc) : at::empty({0}, acc);
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_layer_forward_cpu", [&] {

@@ -56,7 +56,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
   const c10::cuda::CUDAGuard device_guard(input.device());
-  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx);
+  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc_type = opmath_type(dtype);
@@ -72,8 +72,9 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
   Tensor output = at::empty({N, P}, input.options());
   Tensor c_state = cx.to(acc_type).contiguous().clone();
   Tensor h_unprojected = s.has_proj ? at::empty({B, H}, input.options()) : Tensor();
-  Tensor gates = save_workspace ? at::empty({N, 4 * H}, acc) : at::empty({0}, acc);
-  Tensor cells = save_workspace ? at::empty({N, H}, acc) : at::empty({0}, acc);
+  // Saved for backward, one row per token: [T, B, 4H] / [T, B, H] (or [N, .] packed).
+  Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), acc) : at::empty({0}, acc);
+  Tensor cells = save_workspace ? at::empty(per_token_shape(s, H), acc) : at::empty({0}, acc);
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh machine: install what the build needs (only what is missing),
+# then build and install fused_lstm in place (editable, against the torch that is installed).
+#
+#   bash scripts/bootstrap.sh
+#
+# - torch: installs torch==2.13.0 (a CPU wheel on the dev/CI machines) ONLY when `import torch`
+#   fails. An installed torch is always kept: the GPU machines have torch 2.11 built for CUDA and
+#   no network, and the extension must be built against the torch it will run with.
+# - numpy, pybind11, ninja, pytest, setuptools, wheel: installed only when missing, so a machine
+#   that has them all (the GPU machines) never calls pip for them.
+# - Then `pip install --no-build-isolation --no-deps -e .` from the repo root (no build isolation:
+#   an isolated build would pull a different torch than the one installed).
+# Env: PYTHON (default python3), FUSED_LSTM_FORCE_CPU=1 (CPU-only build), TORCH_CUDA_ARCH_LIST.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+py=${PYTHON:-python3}
+say() { echo "bootstrap: $*"; }
+
+has_module() { "$py" -c "import $1" >/dev/null 2>&1; }
+
+# torch
+if has_module torch; then
+  say "torch $("$py" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)') already installed; keeping it"
+else
+  say "torch missing; installing torch==2.13.0"
+  "$py" -m pip install -q "torch==2.13.0"
+fi
+
+# build and test tools; `import name` for each pip package
+missing=()
+for spec in numpy:numpy pybind11:pybind11 ninja:ninja pytest:pytest setuptools:setuptools wheel:wheel; do
+  mod=${spec%%:*}; pkg=${spec##*:}
+  if [ "$mod" = ninja ] && command -v ninja >/dev/null 2>&1; then
+    continue  # torch.utils.cpp_extension only needs the ninja executable on PATH
+  fi
+  has_module "$mod" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing missing packages: ${missing[*]}"
+  "$py" -m pip install -q "${missing[@]}"
+else
+  say "numpy pybind11 ninja pytest setuptools wheel: all present"
+fi
+
+# the extension itself
+say "building and installing fused_lstm from $root (pip install --no-build-isolation --no-deps -e .)"
+(cd "$root" && "$py" -m pip install --no-build-isolation --no-deps -e .)
+"$py" - <<'PY'
+import fused_lstm
+info = fused_lstm.build_info()
+print(f"bootstrap: fused_lstm installed: {info}")
+PY

@@ -1,0 +1,54 @@
+import os
+import random
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from lstm_testing import (  # noqa: E402,F401  (re-exported for tests that prefer conftest)
+    assert_close,
+    assert_lowp_ok,
+    copy_weights_from,
+    cuda_usable,
+    nn_params_of,
+    rel_err,
+    requires_cuda,
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA GPU and a CUDA build of fused_lstm (skipped otherwise)")
+    # nn.LSTM's own chatter; not what these tests are about.
+    config.addinivalue_line(
+        "filterwarnings", "ignore:dropout option adds dropout after all but last recurrent layer")
+    config.addinivalue_line("filterwarnings", "ignore:LSTM with projections is not supported")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Anything marked `cuda` is skipped unless a GPU and a CUDA build are present.
+    if cuda_usable():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU and a CUDA build of fused_lstm")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    random.seed(0)
+    yield
+
+
+@pytest.fixture
+def no_tf32():
+    """Full fp32 matmuls/cuDNN for the duration of a test (so fp32 tolerances are meaningful)."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
