@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One GPU verification run, in one call: build with CUDA, run the CUDA tests, run
 # compute-sanitizer (memcheck, racecheck, synccheck) on a small forward+backward, and benchmark
-# against torch.nn.LSTM (cuDNN). Everything lands under $OUT (default ./gpu-out), in six files
+# against torch.nn.LSTM (cuDNN). Everything lands under $OUT (default ./gpu-out), in seven files
 # (the device tool returns at most eight):
 #   summary.txt (environment, per-stage status, registers/spills)  build.log  tests.log
-#   sanitizer.log  bench.log  bench.json
+#   sanitizer.log  bench.log  bench.json  bench-step.json (per-step kernels forced)
 # Stage time boxes add up to under 600 s, one device call.
 # Usage (repo root, on a machine with a GPU):  bash benchmarks/gpu_check.sh
 # Stages are time-boxed and independent: a failing stage is reported and the next one still runs;
@@ -40,7 +40,7 @@ stage() {  # stage NAME SECONDS LOG COMMAND...
 } >>"$summary" 2>&1
 cat "$summary"
 
-if ! stage build 180 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
+if ! stage build 150 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
     $PY -m pip install --no-build-isolation --no-deps --no-index -v -e .; then
   echo "build failed: nothing else can run" | tee -a "$summary"
   exit 1
@@ -66,13 +66,19 @@ sanitize() {  # sanitize TOOL SECONDS [ARGS]
   tail -n 3 "$OUT/sanitizer-$tool.tmp" | tee -a "$summary"
   rm -f "$OUT/sanitizer-$tool.tmp"
 }
-sanitize memcheck 80
+sanitize memcheck 60
 
-stage benchmark 120 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
+stage benchmark 100 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
   --json "$OUT/bench.json"
 tail -n 40 "$OUT/bench.log"
+# The same suite with the per-step kernels forced, for the persistent-vs-step comparison.
+stage "benchmark (per-step kernels)" 80 "$OUT/bench-step.tmp" \
+  env FUSED_LSTM_CUDA_ALGO=step $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 --modes inference,fwdbwd \
+  --json "$OUT/bench-step.json"
+{ echo "===== FUSED_LSTM_CUDA_ALGO=step"; cat "$OUT/bench-step.tmp"; } >>"$OUT/bench.log"
+rm -f "$OUT/bench-step.tmp"
 
-sanitize racecheck 50 --quick
-sanitize synccheck 40 --quick
+sanitize racecheck 45 --quick
+sanitize synccheck 30 --quick
 echo "status=$status" | tee -a "$summary"
 exit $status

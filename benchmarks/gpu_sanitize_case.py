@@ -1,11 +1,12 @@
 """A small CUDA forward+backward over every kernel variant, for compute-sanitizer.
 
 Sizes are chosen to hit partial tiles (B=5, H=20: not multiples of 16), the 16-byte-load path
-(H=32, P % 8 == 0) and the scalar-load path, in float32, float64, float16 and bfloat16, with and
+(H=32, P % 8 == 0) and the scalar-load path, with the persistent and the per-step kernels, in float32, float64, float16 and bfloat16, with and
 without projection, packed and padded, both directions. Prints the worst |CUDA - CPU(fp64)| per
 case; sanitizer errors make compute-sanitizer exit non-zero (--error-exitcode).
 """
 
+import os
 import sys
 
 import torch
@@ -42,9 +43,12 @@ def main():
         for hidden, proj in ((20, 0), (32, 0)) if quick else ((20, 0), (32, 0), (20, 8)):
             for packed in (True,) if quick else (False, True):
                 for reverse in (True,) if quick else (False, True):
-                    err = run_case(dtype, hidden, proj, packed, reverse)
-                    print(f"{str(dtype):15s} H={hidden:2d} P={proj} packed={packed!s:5s} "
-                          f"bidirectional={reverse!s:5s} max|cuda-cpu|={err:.2e}")
+                    for algo in ("persistent", "step"):
+                        os.environ["FUSED_LSTM_CUDA_ALGO"] = algo
+                        err = run_case(dtype, hidden, proj, packed, reverse)
+                        print(f"{algo:10s} {str(dtype):15s} H={hidden:2d} P={proj} "
+                              f"packed={packed!s:5s} bidirectional={reverse!s:5s} "
+                              f"max|cuda-cpu|={err:.2e}")
 
 
 if __name__ == "__main__":

@@ -162,6 +162,17 @@ Tensor final_row_index(const std::vector<StepRows>& schedule, int64_t batch, at:
   return index.to(device);
 }
 
+Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device) {
+  Tensor index = at::full({batch}, -1, at::kLong);
+  int64_t* first = index.data_ptr<int64_t>();
+  for (const auto& step : schedule) {
+    for (const auto b : c10::irange(step.rows)) {
+      if (first[b] < 0) first[b] = step.row_offset + b;
+    }
+  }
+  return index.to(device);
+}
+
 Tensor previous_row_index(const std::vector<StepRows>& schedule, int64_t tokens, int64_t batch,
                           at::Device device) {
   Tensor index = at::empty({tokens}, at::kLong);
@@ -195,8 +206,10 @@ BackwardResult lstm_layer_backward_impl(
     const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
     const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
     const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask,
-    BackwardPointwiseFn pointwise) {
+    BackwardKernels kernels) {
   constexpr const char* op = "fused_lstm.lstm_layer_backward";
+  // Below autograd (double backward goes through the autograd Function, not these internals).
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerShape s = check_layer_arguments(op, input, hx, cx, weight_ih, weight_hh, c10::nullopt,
                                              c10::nullopt, weight_hr, batch_sizes);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
@@ -253,18 +266,29 @@ BackwardResult lstm_layer_backward_impl(
   Tensor dgates = at::empty({N, 4 * H}, acc);
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
-  for (auto it = schedule.rbegin(); it != schedule.rend(); ++it) {
-    const StepRows& step = *it;
-    Tensor dh = dh_total.narrow(0, step.row_offset, step.rows);
-    dh.add_(dh_carry.narrow(0, 0, step.rows));
-    if (s.has_proj) {
-      Tensor dr_rows = dr.narrow(0, 0, step.rows);
-      at::mm_out(dr_rows, dh, w_hr_acc);  // [rows, P] x [P, H]
-      dh = dr_rows;
+  const bool fused = !s.has_proj && kernels.fused_recurrence != nullptr &&
+                     kernels.fused_recurrence(BackwardRecurrenceArgs{
+                         schedule, B, H, weight_hh,
+                         defined(grad_output) ? dh_total : Tensor(),
+                         defined(grad_hy) ? dh_carry : Tensor(), gates_2d, cells_2d, cx_acc,
+                         dc_carry, dgates});
+  if (fused) {
+    // The kernel consumed the carries inside; what reaches hx is the first processed step's.
+    dh_carry = at::mm(dgates.index_select(0, first_row_index(schedule, B, input.device())), w_hh_acc);
+  } else {
+    for (auto it = schedule.rbegin(); it != schedule.rend(); ++it) {
+      const StepRows& step = *it;
+      Tensor dh = dh_total.narrow(0, step.row_offset, step.rows);
+      dh.add_(dh_carry.narrow(0, 0, step.rows));
+      if (s.has_proj) {
+        Tensor dr_rows = dr.narrow(0, 0, step.rows);
+        at::mm_out(dr_rows, dh, w_hr_acc);  // [rows, P] x [P, H]
+        dh = dr_rows;
+      }
+      kernels.pointwise(step, H, gates_2d, cells_2d, cx_acc, dh, dc_carry, dgates);
+      Tensor carry_rows = dh_carry.narrow(0, 0, step.rows);
+      at::mm_out(carry_rows, dgates.narrow(0, step.row_offset, step.rows), w_hh_acc);  // [rows,4H]x[4H,P]
     }
-    pointwise(step, H, gates_2d, cells_2d, cx_acc, dh, dc_carry, dgates);
-    Tensor carry_rows = dh_carry.narrow(0, 0, step.rows);
-    at::mm_out(carry_rows, dgates.narrow(0, step.row_offset, step.rows), w_hh_acc);  // [rows,4H]x[4H,P]
   }
 
   if (want_input) {

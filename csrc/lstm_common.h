@@ -65,14 +65,39 @@ using BackwardPointwiseFn = void (*)(const kernels::StepRows& step, int64_t hidd
                                      const Tensor& gates, const Tensor& cells, const Tensor& cx,
                                      const Tensor& dh, const Tensor& dc_carry, const Tensor& dgates);
 
-// The backward op for any device: reverse recurrence (per step: carry GEMM, optional projection
-// GEMM, pointwise kernel), then the weight gradients as single large GEMMs over all N rows.
+// Tensors of a fused reverse recurrence (no projection), all opmath dtype, contiguous.
+struct BackwardRecurrenceArgs {
+  const std::vector<StepRows>& schedule;  // forward processing order
+  int64_t batch, hidden;
+  Tensor weight_hh;    // [4H, H], input dtype
+  Tensor grad_output;  // [N, H] or undefined
+  Tensor grad_hy;      // [B, H] or undefined
+  Tensor gates, cells; // [N, 4H], [N, H]
+  Tensor cx;           // [B, H]
+  Tensor dc_carry;     // [B, H] in: grad_cy (or zeros); out: grad_cx
+  Tensor dgates;       // [N, 4H] out
+};
+// Runs the whole reverse recurrence on the device, filling dgates and dc_carry; returns false
+// to let the generic per-step loop do it.
+using BackwardRecurrenceFn = bool (*)(const BackwardRecurrenceArgs& args);
+
+struct BackwardKernels {
+  BackwardPointwiseFn pointwise;               // required
+  BackwardRecurrenceFn fused_recurrence;       // optional (nullptr): used when there is no projection
+};
+
+// [B] row index of each sequence's first processed step (the step that consumed hx).
+Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device);
+
+// The backward op for any device: the reverse recurrence (a device's fused kernel, or per step:
+// carry GEMM, optional projection GEMM, pointwise kernel), then the weight gradients as single
+// large GEMMs over all N rows.
 BackwardResult lstm_layer_backward_impl(
     const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
     const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
     const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
     const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
     const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask,
-    BackwardPointwiseFn pointwise);
+    BackwardKernels kernels);
 
 }  // namespace fused_lstm

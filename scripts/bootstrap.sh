@@ -44,6 +44,14 @@ else
   say "numpy pybind11 ninja pytest setuptools wheel: all present"
 fi
 
+# torch.utils.cpp_extension runs `ninja` from PATH; a pip-installed ninja lives in the Python's
+# bin directory, which is not on PATH when e.g. a venv's python is used without activating it.
+if ! command -v ninja >/dev/null 2>&1; then
+  if ninja_bin=$("$py" -c "import ninja; print(ninja.BIN_DIR)" 2>/dev/null); then
+    export PATH="$ninja_bin:$PATH"
+  fi
+fi
+
 # the extension itself
 say "building and installing fused_lstm from $root (pip install --no-build-isolation --no-deps -e .)"
 (cd "$root" && "$py" -m pip install --no-build-isolation --no-deps -e .)

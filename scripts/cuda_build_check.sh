@@ -70,8 +70,9 @@ fi
 echo "-- ptxas: registers and spills per kernel"
 grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$log" | sed -E 's/^ *//' |
   awk '/Compiling entry/ {k=$0; sub(/.*function ./,"",k); sub(/. for .*/,"",k)}
-       /spill stores/ {s=$0} /Used [0-9]+ registers/ {r=$0; sub(/.*Used /,"",r); sub(/, used.*/,"",r); printf "%-60.60s %s | %s\n", k, r, s}' |
-  sort -u | { command -v c++filt >/dev/null && c++filt || cat; } | head -60 || true
+       /spill stores/ {s=$0} /Used [0-9]+ registers/ {r=$0; sub(/.*Used /,"",r); sub(/, used.*/,"",r); printf "%s\t%s | %s\n", k, r, s}' |
+  sort -u | { command -v c++filt >/dev/null && c++filt || cat; } |
+  awk -F'\t' '{printf "%-70.70s %s\n", $1, $2}' | head -60 || true
 echo "-- CUDA kernels registered with the dispatcher"
 mkdir "$work/run"
 (cd "$work/run" && CUDA_CHECK_PACKAGE="${CUDA_CHECK_PACKAGE:-fused_lstm}" "$venv/bin/python" - <<'PY'

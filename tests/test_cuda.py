@@ -326,3 +326,50 @@ def test_cuda_build_info():
     info = fused_lstm.build_info()
     assert info["cuda_built"] is True
     assert isinstance(info["cuda_version"], str) and info["cuda_version"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Recurrence kernels: persistent (one cooperative launch) and per-step, each forced in turn
+# ------------------------------------------------------------------------------------------------
+ALGO_SHAPES = ["H7", "H257", "H512-B64", "H1024-B8-T32", "H33-rev", "H33-packed", "H64-nostate"]
+
+
+@pytest.mark.parametrize("shape", ALGO_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_cuda_algorithm_error_rule(algo, dtype, shape, monkeypatch, no_tf32):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
+    _error_rule(dtype, shape)
+
+
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_cuda_algorithm_fp64_packed_reverse(algo, monkeypatch):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
+    case_kw, run_kw = _split(dict(I=6, H=40, lengths=[7, 7, 5, 2, 1], reverse=True))
+    case = Case(**case_kw)
+    gpu = {k: (v.cpu() if v is not None else None)
+           for k, v in run(case, "fused", F64, device="cuda", **run_kw).items()}
+    compare(gpu, run(case, "nn", F64, **run_kw), F64, tol=1e-9, what=f"{algo} f64 packed reverse:")
+
+
+def test_cuda_persistent_falls_back_when_grid_too_large(no_tf32):
+    # fp32 SIMT blocks are 16 x 16 cells; B=1024, H=2048 needs 8192 co-resident blocks, more
+    # than any GPU holds, so the persistent path must fall back to per-step kernels correctly.
+    torch.manual_seed(0)
+    T, B, I, H = 2, 1024, 8, 2048
+    x = torch.randn(T, B, I)
+    w = [torch.randn(4 * H, I) * 0.05, torch.randn(4 * H, H) * 0.02, torch.randn(4 * H) * 0.1,
+         torch.randn(4 * H) * 0.1]
+    out_cpu, h_cpu, c_cpu = fused_lstm.lstm_layer(x, None, None, *w)
+    out, h, c = fused_lstm.lstm_layer(x.cuda(), None, None, *[t.cuda() for t in w])
+    for got, want in ((out, out_cpu), (h, h_cpu), (c, c_cpu)):
+        assert_close(got.cpu(), want, tol=1e-4, name="fallback")
+
+
+def test_cuda_algorithm_env_is_validated(monkeypatch):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", "fastest")
+    x = torch.randn(2, 1, 3, device="cuda")
+    w = [torch.randn(8, 3, device="cuda"), torch.randn(8, 2, device="cuda")]
+    with pytest.raises(ValueError, match="FUSED_LSTM_CUDA_ALGO"):
+        fused_lstm.lstm_layer(x, None, None, *w)

@@ -76,6 +76,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                      const c10::optional<Tensor>& weight_hr,
                                      const c10::optional<Tensor>& batch_sizes, bool reverse,
                                      bool save_workspace) {
+  // Below autograd: the op is differentiated by its backward op, never through its internals.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
@@ -168,7 +170,7 @@ BackwardResult lstm_layer_backward_cpu(
     const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
   return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
                                   weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
-                                  gates, cells, output_mask, &backward_pointwise_cpu);
+                                  gates, cells, output_mask, {&backward_pointwise_cpu, nullptr});
 }
 
 }  // namespace

@@ -1,9 +1,18 @@
 // CUDA implementation of the layer ops: ATen glue around csrc/kernels/lstm_cuda_kernels.cuh.
 //
 // Forward: the input projection x · W_ihᵀ for all steps as one cuBLAS GEMM (torch's TF32 flags
-// apply), then one fused step kernel per time step (Note [Fused forward step]); with a projection,
-// a cuBLAS GEMM per step maps o * tanh(c) to h. Backward: lstm_layer_backward_impl with the CUDA
-// pointwise kernel; its GEMMs are cuBLAS. Everything runs on the current stream of input's device.
+// apply), then the recurrence: one persistent cooperative launch for the whole sequence
+// (Note [Persistent sequence kernels]) or, where its grid cannot be resident, one fused step
+// kernel per time step (Note [Fused forward step]). With a projection, a cuBLAS GEMM per step maps
+// o * tanh(c) to h, so that case always runs per step.
+// Backward: lstm_layer_backward_impl; without a projection its reverse recurrence is the fused
+// CUDA kernel (persistent, or one launch per step), with a projection the generic per-step loop
+// (cuBLAS carry GEMM + pointwise kernel). Weight gradients are single cuBLAS GEMMs.
+// Everything runs on the current stream of input's device.
+//
+// FUSED_LSTM_CUDA_ALGO=auto (default) | persistent | step picks the recurrence kernels: `step`
+// forces one launch per step (benchmarks, tests); `persistent`/`auto` use the persistent kernels
+// wherever the grid fits.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -13,6 +22,9 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/lstm_cuda_kernels.cuh"
 #include "lstm_common.h"
@@ -31,6 +43,25 @@ typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
 }
 
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether FUSED_LSTM_CUDA_ALGO allows the persistent kernels (read per call: tests switch it).
+bool persistent_allowed() {
+  const char* algo = std::getenv("FUSED_LSTM_CUDA_ALGO");
+  if (algo == nullptr || std::strcmp(algo, "auto") == 0 || std::strcmp(algo, "persistent") == 0) return true;
+  TORCH_CHECK_VALUE(std::strcmp(algo, "step") == 0,
+                    "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent or step, got '", algo, "'");
+  return false;
+}
+
+// The step schedule in device memory, for the persistent kernels (StepRows is 4 int64).
+Tensor schedule_on_device(const std::vector<StepRows>& schedule, at::Device device) {
+  static_assert(sizeof(StepRows) == 4 * sizeof(int64_t), "StepRows must be four packed int64");
+  const Tensor host = at::from_blob(const_cast<StepRows*>(schedule.data()),
+                                    {static_cast<int64_t>(schedule.size()), 4}, at::kLong);
+  return host.to(device);  // copies before `schedule` can go away
+}
+
+int multiprocessor_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
 // Tensor cores for half/bfloat16 from sm_80 (wmma bf16 needs it); SIMT FMA otherwise.
 template <typename cuda_t, typename acc_t>
@@ -52,6 +83,8 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
                                       const c10::optional<Tensor>& weight_hr,
                                       const c10::optional<Tensor>& batch_sizes, bool reverse,
                                       bool save_workspace) {
+  // Below autograd: the op is differentiated by its backward op, never through its internals.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
@@ -99,6 +132,17 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
     const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
                               aligned_16(p.hx) && aligned_16(p.output);
+    if (!s.has_proj && persistent_allowed()) {
+      const Tensor device_schedule = schedule_on_device(schedule, input.device());
+      const cudaError_t err = kernels::launch_forward_persistent<cuda_t, acc_t>(
+          p, reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>()),
+          static_cast<int64_t>(schedule.size()), B, tensor_cores, vector_loads,
+          multiprocessor_count(), stream);
+      if (err != cudaErrorCooperativeLaunchTooLarge) {
+        C10_CUDA_CHECK(err);
+        return;  // the whole sequence ran in one launch
+      }
+    }
     for (const auto& step : schedule) {
       p.step = step;
       launch_forward_step(p, tensor_cores, vector_loads, stream);
@@ -126,6 +170,32 @@ void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, cons
   });
 }
 
+// The fused reverse recurrence without projection (see BackwardRecurrenceFn).
+bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const Tensor device_schedule = schedule_on_device(a.schedule, a.dgates.device());
+  const Tensor w_hh = a.weight_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w_hh.scalar_type(), "lstm_backward_recurrence_cuda", [&] {
+    using cuda_t = typename CudaType<scalar_t>::type;
+    using acc_t = at::opmath_type<scalar_t>;
+    kernels::BackwardSequenceParams<cuda_t, acc_t> p{};
+    p.schedule = reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>());
+    p.num_steps = static_cast<int64_t>(a.schedule.size());
+    p.weight_hh = cuda_ptr<scalar_t>(w_hh);
+    p.grad_output = a.grad_output.defined() ? a.grad_output.data_ptr<acc_t>() : nullptr;
+    p.grad_hy = a.grad_hy.defined() ? a.grad_hy.data_ptr<acc_t>() : nullptr;
+    p.cell.hidden = a.hidden;
+    p.cell.gates = a.gates.data_ptr<acc_t>();
+    p.cell.cells = a.cells.data_ptr<acc_t>();
+    p.cell.cx = a.cx.data_ptr<acc_t>();
+    p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
+    p.cell.dgates = a.dgates.data_ptr<acc_t>();
+    C10_CUDA_CHECK((kernels::launch_backward_recurrence<cuda_t, acc_t>(
+        p, a.batch, persistent_allowed(), multiprocessor_count(), stream)));
+  });
+  return true;
+}
+
 BackwardResult lstm_layer_backward_cuda(
     const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
     const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
@@ -135,7 +205,8 @@ BackwardResult lstm_layer_backward_cuda(
   const c10::cuda::CUDAGuard device_guard(input.device());
   return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
                                   weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
-                                  gates, cells, output_mask, &backward_pointwise_cuda);
+                                  gates, cells, output_mask,
+                                  {&backward_pointwise_cuda, &backward_recurrence_cuda});
 }
 
 }  // namespace

@@ -13,7 +13,18 @@
 //     cell update. The cell state stays fp32 (DESIGN.md, numerics).
 // Tiles are zero-filled at the edges, so any B, H, P works; 16-byte loads are used when every
 // row of h and W_hh is 16-byte aligned (the glue checks), scalar loads otherwise.
+//
+// Note [Persistent sequence kernels]
+// Launching one kernel per step costs the host ~10-15 us a launch on the GPU machines measured,
+// more than a step's work at common sizes. The persistent kernels run the same tile functions
+// for every step inside ONE cooperative launch, with a grid-wide barrier (cooperative_groups
+// grid.sync(), which also orders the h / dgates writes of one step before the next step's reads)
+// between steps. They need every block of the grid resident at once: the host checks occupancy
+// and falls back to the per-step kernels otherwise. W_hh is re-read from L2 each step (keeping
+// it in shared memory/registers is the persistent-kernel issue's next step).
 #pragma once
+
+#include <cooperative_groups.h>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -98,8 +109,8 @@ constexpr int kSimtKChunk = 32;
 constexpr int kSimtThreads = kSimtBatchTile * kSimtHiddenTile;
 
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kSimtThreads)
-    lstm_forward_step_simt(const ForwardStepParams<scalar_t, acc_t> p) {
+__device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<scalar_t, acc_t>& p,
+                                                       unsigned hidden_tile, unsigned batch_tile) {
   using S = DeviceScalar<scalar_t>;
   constexpr int kGateCols = kNumGates * kSimtHiddenTile;
   __shared__ acc_t h_tile[kSimtBatchTile][kSimtKChunk + 1];
@@ -110,8 +121,8 @@ __global__ void __launch_bounds__(kSimtThreads)
   const int tid = threadIdx.x;
   const int tx = tid % kSimtHiddenTile;  // hidden unit within the tile
   const int ty = tid / kSimtHiddenTile;  // batch row within the tile
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kSimtHiddenTile;
-  const int64_t b0 = static_cast<int64_t>(blockIdx.y) * kSimtBatchTile;
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kSimtHiddenTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kSimtBatchTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
   acc_t rec[kNumGates] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
@@ -140,6 +151,12 @@ __global__ void __launch_bounds__(kSimtThreads)
   if (b < rows && j < H) forward_step_epilogue(p, b, j, rec);
 }
 
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kSimtThreads)
+    lstm_forward_step_simt(const ForwardStepParams<scalar_t, acc_t> p) {
+  forward_step_simt_tile(p, blockIdx.x, blockIdx.y);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensor-core step kernel (half, bfloat16).
 constexpr int kMmaTile = 16;       // wmma m = n = k = 16
@@ -165,8 +182,8 @@ __device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t*
 }
 
 template <typename scalar_t, bool kVectorLoads>
-__global__ void __launch_bounds__(kMmaThreads)
-    lstm_forward_step_mma(const ForwardStepParams<scalar_t, float> p) {
+__device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<scalar_t, float>& p,
+                                                      unsigned hidden_tile, unsigned batch_tile) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   constexpr int kLd = kMmaKChunk + kMmaPad;
@@ -178,8 +195,8 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;  // == the gate this warp computes
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kMmaTile;
-  const int64_t b0 = static_cast<int64_t>(blockIdx.y) * kMmaTile;
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kMmaTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kMmaTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
   wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kMmaTile, float> acc;
@@ -227,6 +244,42 @@ __global__ void __launch_bounds__(kMmaThreads)
 #endif
 }
 
+template <typename scalar_t, bool kVectorLoads>
+__global__ void __launch_bounds__(kMmaThreads)
+    lstm_forward_step_mma(const ForwardStepParams<scalar_t, float> p) {
+  forward_step_mma_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persistent forward: every step of the sequence in one cooperative launch.
+// kTile: 0 = SIMT, 1 = tensor cores with scalar loads, 2 = tensor cores with 16-byte loads.
+template <typename scalar_t, typename acc_t, int kTile>
+__device__ __forceinline__ void forward_step_tile(const ForwardStepParams<scalar_t, acc_t>& p) {
+  if constexpr (kTile == 0) {
+    forward_step_simt_tile(p, blockIdx.x, blockIdx.y);
+  } else {
+    forward_step_mma_tile<scalar_t, kTile == 2>(p, blockIdx.x, blockIdx.y);
+  }
+}
+
+template <typename scalar_t, typename acc_t, int kTile>
+__global__ void __launch_bounds__(kTile == 0 ? kSimtThreads : kMmaThreads)
+    lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params,
+                            const StepRows* schedule, int64_t num_steps) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  constexpr int kBatchTile = kTile == 0 ? kSimtBatchTile : kMmaTile;
+  ForwardStepParams<scalar_t, acc_t> p = params;
+  for (int64_t s = 0; s < num_steps; ++s) {
+    p.step = schedule[s];
+    // Block-uniform: a block whose batch rows are all inactive at this step only waits.
+    if (static_cast<int64_t>(blockIdx.y) * kBatchTile < p.step.rows) {
+      forward_step_tile<scalar_t, acc_t, kTile>(p);
+    }
+    grid.sync();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backward pointwise kernel: one thread per (b, j) cell of the step.
 constexpr int kPointwiseThreads = 256;
@@ -239,12 +292,97 @@ __global__ void __launch_bounds__(kPointwiseThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused backward step (no projection): carry GEMM dgates[next] · W_hh for the block's (b, j)
+// tile, then backward_cell. SIMT in the opmath type: dgates are fp32 (fp64), so the carry keeps
+// full precision whatever the storage dtype of W_hh. Same tile shape as the SIMT forward.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void backward_step_tile(const BackwardSequenceParams<scalar_t, acc_t>& p,
+                                                   const StepRows& step, const StepRows& next,
+                                                   unsigned hidden_tile, unsigned batch_tile) {
+  using S = DeviceScalar<scalar_t>;
+  constexpr int kTile = kSimtHiddenTile;  // == kSimtBatchTile
+  __shared__ acc_t dgates_tile[kSimtBatchTile][kSimtKChunk + 1];
+  __shared__ acc_t w_tile[kSimtKChunk][kTile + 1];
+  const int tid = threadIdx.x;
+  const int tx = tid % kTile, ty = tid / kTile;
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kSimtBatchTile;
+  const int64_t H = p.cell.hidden, K = kNumGates * H;
+
+  // Four partial sums break the FMA dependency chain.
+  acc_t carry[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+  if (b0 < next.rows) {  // block-uniform
+    for (int64_t k0 = 0; k0 < K; k0 += kSimtKChunk) {
+      for (int e = tid; e < kSimtBatchTile * kSimtKChunk; e += kSimtThreads) {
+        const int r = e / kSimtKChunk, kk = e % kSimtKChunk;
+        const int64_t b = b0 + r, k = k0 + kk;
+        dgates_tile[r][kk] = (b < next.rows && k < K) ? p.cell.dgates[(next.row_offset + b) * K + k] : acc_t(0);
+      }
+      for (int e = tid; e < kSimtKChunk * kTile; e += kSimtThreads) {
+        const int kk = e / kTile, jj = e % kTile;
+        const int64_t k = k0 + kk, j = j0 + jj;
+        w_tile[kk][jj] = (k < K && j < H) ? S::to_acc(p.weight_hh[k * H + j]) : acc_t(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < kSimtKChunk; ++kk) carry[kk % 4] += dgates_tile[ty][kk] * w_tile[kk][tx];
+      __syncthreads();
+    }
+  }
+  const int64_t b = b0 + ty, j = j0 + tx;
+  if (b < step.rows && j < H) {
+    acc_t dh = b < next.rows ? (carry[0] + carry[1]) + (carry[2] + carry[3])
+                             : (p.grad_hy != nullptr ? p.grad_hy[b * H + j] : acc_t(0));
+    if (p.grad_output != nullptr) dh += p.grad_output[(step.row_offset + b) * H + j];
+    backward_cell(p.cell, step, b, j, dh);
+  }
+}
+
+__device__ __forceinline__ StepRows step_after(const StepRows* schedule, int64_t k, int64_t num_steps) {
+  return k + 1 < num_steps ? schedule[k + 1] : StepRows{0, 0, 0, 0};
+}
+
+// One launch per step (fallback when the persistent grid cannot be resident).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kSimtThreads)
+    lstm_backward_step(const BackwardSequenceParams<scalar_t, acc_t> p, int64_t k) {
+  const StepRows step = p.schedule[k];
+  if (static_cast<int64_t>(blockIdx.y) * kSimtBatchTile < step.rows) {
+    backward_step_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y);
+  }
+}
+
+// The whole reverse recurrence in one cooperative launch (Note [Persistent sequence kernels]).
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kSimtThreads)
+    lstm_backward_persistent(const BackwardSequenceParams<scalar_t, acc_t> p) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  for (int64_t k = p.num_steps - 1; k >= 0; --k) {
+    const StepRows step = p.schedule[k];
+    if (static_cast<int64_t>(blockIdx.y) * kSimtBatchTile < step.rows) {
+      backward_step_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y);
+    }
+    grid.sync();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Launchers (host). They return the launch error; the caller checks it.
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
+// Grid of the per-step and persistent kernels for a batch of `rows` (the largest step).
+inline dim3 simt_grid(int64_t hidden, int64_t rows) {
+  return dim3(ceil_div(hidden, kSimtHiddenTile), ceil_div(rows, kSimtBatchTile));
+}
+inline dim3 mma_grid(int64_t hidden, int64_t rows) {
+  return dim3(ceil_div(hidden, kMmaTile), ceil_div(rows, kMmaTile));
+}
+
+
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward_step_simt(const ForwardStepParams<scalar_t, acc_t>& p, cudaStream_t stream) {
-  const dim3 grid(ceil_div(p.hidden, kSimtHiddenTile), ceil_div(p.step.rows, kSimtBatchTile));
+  const dim3 grid = simt_grid(p.hidden, p.step.rows);
   lstm_forward_step_simt<scalar_t, acc_t><<<grid, kSimtThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
@@ -252,13 +390,72 @@ cudaError_t launch_forward_step_simt(const ForwardStepParams<scalar_t, acc_t>& p
 template <typename scalar_t>
 cudaError_t launch_forward_step_mma(const ForwardStepParams<scalar_t, float>& p, bool vector_loads,
                                     cudaStream_t stream) {
-  const dim3 grid(ceil_div(p.hidden, kMmaTile), ceil_div(p.step.rows, kMmaTile));
+  const dim3 grid = mma_grid(p.hidden, p.step.rows);
   if (vector_loads) {
     lstm_forward_step_mma<scalar_t, true><<<grid, kMmaThreads, 0, stream>>>(p);
   } else {
     lstm_forward_step_mma<scalar_t, false><<<grid, kMmaThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
+}
+
+// Whether all blocks of `grid` fit on the device at once (a cooperative launch requires it).
+template <typename Kernel>
+bool grid_fits_resident(Kernel kernel, dim3 grid, int threads, int multiprocessors) {
+  int per_multiprocessor = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, threads, 0) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: not fitting is an answer, not an error
+    return false;
+  }
+  return static_cast<int64_t>(per_multiprocessor) * multiprocessors >=
+         static_cast<int64_t>(grid.x) * grid.y * grid.z;
+}
+
+// Persistent forward over the whole schedule. Returns cudaErrorCooperativeLaunchTooLarge (and
+// launches nothing) when the grid cannot be resident; the caller then runs the step kernels.
+template <typename scalar_t, typename acc_t>
+cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& p,
+                                      const StepRows* schedule, int64_t num_steps, int64_t batch,
+                                      bool tensor_cores, bool vector_loads, int multiprocessors,
+                                      cudaStream_t stream) {
+  void* kernel = nullptr;
+  dim3 grid;
+  int threads = 0;
+  if constexpr (std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>) {
+    if (tensor_cores) {
+      kernel = vector_loads ? reinterpret_cast<void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
+                            : reinterpret_cast<void*>(&lstm_forward_persistent<scalar_t, acc_t, 1>);
+      grid = mma_grid(p.hidden, batch);
+      threads = kMmaThreads;
+    }
+  }
+  if (kernel == nullptr) {
+    kernel = reinterpret_cast<void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>);
+    grid = simt_grid(p.hidden, batch);
+    threads = kSimtThreads;
+  }
+  if (!grid_fits_resident(kernel, grid, threads, multiprocessors)) return cudaErrorCooperativeLaunchTooLarge;
+  void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &schedule, &num_steps};
+  return cudaLaunchCooperativeKernel(kernel, grid, dim3(threads), args, 0, stream);
+}
+
+// Fused backward recurrence: persistent when `persistent` and the grid fits, else one launch per
+// step. Returns the first launch error.
+template <typename scalar_t, typename acc_t>
+cudaError_t launch_backward_recurrence(const BackwardSequenceParams<scalar_t, acc_t>& p, int64_t batch,
+                                       bool persistent, int multiprocessors, cudaStream_t stream) {
+  const dim3 grid = simt_grid(p.cell.hidden, batch);
+  void* kernel = reinterpret_cast<void*>(&lstm_backward_persistent<scalar_t, acc_t>);
+  if (persistent && grid_fits_resident(kernel, grid, kSimtThreads, multiprocessors)) {
+    void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p)};
+    return cudaLaunchCooperativeKernel(kernel, grid, dim3(kSimtThreads), args, 0, stream);
+  }
+  for (int64_t k = p.num_steps - 1; k >= 0; --k) {
+    lstm_backward_step<scalar_t, acc_t><<<grid, kSimtThreads, 0, stream>>>(p, k);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 template <typename acc_t>

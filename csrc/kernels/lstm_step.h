@@ -69,26 +69,47 @@ struct BackwardPointwiseParams {
   acc_t* dgates;           // [N, 4H] out: gradients of the pre-activations
 };
 
-// Backward of one cell (batch row b of this step, hidden unit j). Shared by CPU and CUDA.
+// Backward of one cell (batch row b of `step`, hidden unit j), given dh, the total gradient
+// reaching its o * tanh(c). Shared by CPU and CUDA.
 template <typename acc_t>
-FUSED_LSTM_HD void backward_pointwise_element(const BackwardPointwiseParams<acc_t>& p, int64_t b,
-                                              int64_t j) {
+FUSED_LSTM_HD void backward_cell(const BackwardPointwiseParams<acc_t>& p, const StepRows& step,
+                                 int64_t b, int64_t j, acc_t dh) {
   const int64_t H = p.hidden;
-  const int64_t row = p.step.row_offset + b;
+  const int64_t row = step.row_offset + b;
   const acc_t* g = p.gates + row * kNumGates * H;
   const Gates<acc_t> a{g[j], g[H + j], g[2 * H + j], g[3 * H + j]};
   const acc_t c = p.cells[row * H + j];
-  const acc_t c_prev = b < p.step.prev_rows ? p.cells[(p.step.prev_row_offset + b) * H + j]
-                                            : p.cx[b * H + j];
+  const acc_t c_prev = b < step.prev_rows ? p.cells[(step.prev_row_offset + b) * H + j]
+                                          : p.cx[b * H + j];
   acc_t d_pre[kNumGates];
-  p.dc_carry[b * H + j] =
-      cell_backward(a, c, c_prev, p.dh[b * p.dh_stride + j], p.dc_carry[b * H + j], d_pre);
+  p.dc_carry[b * H + j] = cell_backward(a, c, c_prev, dh, p.dc_carry[b * H + j], d_pre);
   acc_t* dg = p.dgates + row * kNumGates * H;
   dg[j] = d_pre[0];
   dg[H + j] = d_pre[1];
   dg[2 * H + j] = d_pre[2];
   dg[3 * H + j] = d_pre[3];
 }
+
+// The same, reading dh from p.dh (the per-step pointwise kernels).
+template <typename acc_t>
+FUSED_LSTM_HD void backward_pointwise_element(const BackwardPointwiseParams<acc_t>& p, int64_t b,
+                                              int64_t j) {
+  backward_cell(p, p.step, b, j, p.dh[b * p.dh_stride + j]);
+}
+
+// The fused backward recurrence without projection (CUDA): per step, for its (b, j) cells, a
+// block computes the carry dh[b, j] = dgates[next step's row b, :] · W_hh[:, j] (the gradient
+// that the next processed step sends back to this step's h), adds grad_output, and runs
+// backward_cell. Rows with no next step (the sequence ended here) take grad_hy instead.
+template <typename scalar_t, typename acc_t>
+struct BackwardSequenceParams {
+  const StepRows* schedule;       // [num_steps], forward processing order (device memory)
+  int64_t num_steps;
+  const scalar_t* weight_hh;      // [4H, H]
+  const acc_t* grad_output;       // [N, H] or nullptr
+  const acc_t* grad_hy;           // [B, H] or nullptr
+  BackwardPointwiseParams<acc_t> cell;  // gates, cells, cx, dc_carry, dgates (step, dh unused)
+};
 
 }  // namespace kernels
 }  // namespace fused_lstm

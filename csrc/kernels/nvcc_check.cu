@@ -12,6 +12,24 @@ template cudaError_t launch_forward_step_simt<double, double>(const ForwardStepP
 template cudaError_t launch_forward_step_mma<__half>(const ForwardStepParams<__half, float>&, bool, cudaStream_t);
 template cudaError_t launch_forward_step_mma<__nv_bfloat16>(const ForwardStepParams<__nv_bfloat16, float>&, bool,
                                                             cudaStream_t);
+template cudaError_t launch_forward_persistent<float, float>(const ForwardStepParams<float, float>&, const StepRows*,
+                                                             int64_t, int64_t, bool, bool, int, cudaStream_t);
+template cudaError_t launch_forward_persistent<double, double>(const ForwardStepParams<double, double>&,
+                                                               const StepRows*, int64_t, int64_t, bool, bool, int,
+                                                               cudaStream_t);
+template cudaError_t launch_forward_persistent<__half, float>(const ForwardStepParams<__half, float>&, const StepRows*,
+                                                              int64_t, int64_t, bool, bool, int, cudaStream_t);
+template cudaError_t launch_forward_persistent<__nv_bfloat16, float>(const ForwardStepParams<__nv_bfloat16, float>&,
+                                                                     const StepRows*, int64_t, int64_t, bool, bool,
+                                                                     int, cudaStream_t);
+template cudaError_t launch_backward_recurrence<float, float>(const BackwardSequenceParams<float, float>&, int64_t,
+                                                              bool, int, cudaStream_t);
+template cudaError_t launch_backward_recurrence<double, double>(const BackwardSequenceParams<double, double>&,
+                                                                int64_t, bool, int, cudaStream_t);
+template cudaError_t launch_backward_recurrence<__half, float>(const BackwardSequenceParams<__half, float>&, int64_t,
+                                                               bool, int, cudaStream_t);
+template cudaError_t launch_backward_recurrence<__nv_bfloat16, float>(
+    const BackwardSequenceParams<__nv_bfloat16, float>&, int64_t, bool, int, cudaStream_t);
 template cudaError_t launch_backward_pointwise<float>(const BackwardPointwiseParams<float>&, cudaStream_t);
 template cudaError_t launch_backward_pointwise<double>(const BackwardPointwiseParams<double>&, cudaStream_t);
 
