@@ -343,6 +343,16 @@ def test_cuda_algorithm_error_rule(algo, dtype, shape, monkeypatch, no_tf32):
     _error_rule(dtype, shape)
 
 
+@pytest.mark.parametrize("shape", ["H257", "H512-B64", "H33-packed", "H128-packed-rev-proj"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_cuda_narrow_k_chunks_error_rule(algo, dtype, shape, monkeypatch, no_tf32):
+    # K staged in several chunks (and, persistent, W_hh re-read every step) instead of one.
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
+    monkeypatch.setenv("FUSED_LSTM_CUDA_K_CHUNK", "64")
+    _error_rule(dtype, shape)
+
+
 @pytest.mark.parametrize("algo", ["step", "persistent"])
 def test_cuda_algorithm_fp64_packed_reverse(algo, monkeypatch):
     monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
@@ -367,9 +377,11 @@ def test_cuda_persistent_falls_back_when_grid_too_large(no_tf32):
         assert_close(got.cpu(), want, tol=1e-4, name="fallback")
 
 
-def test_cuda_algorithm_env_is_validated(monkeypatch):
-    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", "fastest")
+@pytest.mark.parametrize("name,value", [("FUSED_LSTM_CUDA_ALGO", "fastest"),
+                                        ("FUSED_LSTM_CUDA_K_CHUNK", "-3")])
+def test_cuda_tuning_env_is_validated(name, value, monkeypatch):
+    monkeypatch.setenv(name, value)
     x = torch.randn(2, 1, 3, device="cuda")
     w = [torch.randn(8, 3, device="cuda"), torch.randn(8, 2, device="cuda")]
-    with pytest.raises(ValueError, match="FUSED_LSTM_CUDA_ALGO"):
+    with pytest.raises(ValueError, match=name):
         fused_lstm.lstm_layer(x, None, None, *w)

@@ -12,7 +12,7 @@
 //
 // FUSED_LSTM_CUDA_ALGO=auto (default) | persistent | step picks the recurrence kernels: `step`
 // forces one launch per step (benchmarks, tests); `persistent`/`auto` use the persistent kernels
-// wherever the grid fits.
+// wherever the grid fits. FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -61,19 +61,15 @@ Tensor schedule_on_device(const std::vector<StepRows>& schedule, at::Device devi
   return host.to(device);  // copies before `schedule` can go away
 }
 
-int multiprocessor_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
-
-// Tensor cores for half/bfloat16 from sm_80 (wmma bf16 needs it); SIMT FMA otherwise.
-template <typename cuda_t, typename acc_t>
-void launch_forward_step(const kernels::ForwardStepParams<cuda_t, acc_t>& p, bool tensor_cores,
-                         bool vector_loads, cudaStream_t stream) {
-  if constexpr (std::is_same_v<cuda_t, __half> || std::is_same_v<cuda_t, __nv_bfloat16>) {
-    if (tensor_cores) {
-      C10_CUDA_CHECK(kernels::launch_forward_step_mma<cuda_t>(p, vector_loads, stream));
-      return;
-    }
+// The current device's limits for launch configuration, and FUSED_LSTM_CUDA_K_CHUNK (Note [K staging]).
+kernels::DeviceLimits device_limits() {
+  const cudaDeviceProp* props = at::cuda::getCurrentDeviceProperties();
+  int forced = 0;
+  if (const char* chunk = std::getenv("FUSED_LSTM_CUDA_K_CHUNK")) {
+    forced = std::atoi(chunk);
+    TORCH_CHECK_VALUE(forced > 0, "fused_lstm: FUSED_LSTM_CUDA_K_CHUNK must be a positive integer, got '", chunk, "'");
   }
-  C10_CUDA_CHECK((kernels::launch_forward_step_simt<cuda_t, acc_t>(p, stream)));
+  return {props->multiProcessorCount, props->sharedMemPerBlockOptin, forced};
 }
 
 ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
@@ -111,7 +107,9 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  // Tensor cores for half/bfloat16 from sm_80 (wmma bf16 needs it); SIMT FMA otherwise.
   const bool tensor_cores = at::cuda::getCurrentDeviceProperties()->major >= 8;
+  const kernels::DeviceLimits limits = device_limits();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lstm_layer_forward_cuda", [&] {
     using cuda_t = typename CudaType<scalar_t>::type;
@@ -136,16 +134,17 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
       const Tensor device_schedule = schedule_on_device(schedule, input.device());
       const cudaError_t err = kernels::launch_forward_persistent<cuda_t, acc_t>(
           p, reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>()),
-          static_cast<int64_t>(schedule.size()), B, tensor_cores, vector_loads,
-          multiprocessor_count(), stream);
+          static_cast<int64_t>(schedule.size()), B, tensor_cores, vector_loads, limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
         return;  // the whole sequence ran in one launch
       }
     }
+    kernels::ForwardStepLaunch launch{};
+    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, tensor_cores, vector_loads, limits, &launch)));
     for (const auto& step : schedule) {
       p.step = step;
-      launch_forward_step(p, tensor_cores, vector_loads, stream);
+      C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, stream));
       if (s.has_proj) {
         Tensor out_rows = output.narrow(0, step.row_offset, step.rows);
         at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
@@ -191,7 +190,7 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
     C10_CUDA_CHECK((kernels::launch_backward_recurrence<cuda_t, acc_t>(
-        p, a.batch, persistent_allowed(), multiprocessor_count(), stream)));
+        p, a.batch, persistent_allowed(), device_limits(), stream)));
   });
   return true;
 }

@@ -14,14 +14,23 @@
 // Tiles are zero-filled at the edges, so any B, H, P works; 16-byte loads are used when every
 // row of h and W_hh is 16-byte aligned (the glue checks), scalar loads otherwise.
 //
+// Note [K staging]
+// The reduction dimension K (P for the forward, 4H for the backward carry) is staged through
+// dynamic shared memory k_chunk columns at a time. Each chunk costs one dependent round trip to
+// L2 (load, barrier, multiply, barrier), and at these sizes those round trips, not arithmetic,
+// bound a step: the first version staged 32/64 columns and spent ~20 us per step at H=512
+// (benchmarks/results/cuda-h100-*-v1-*). So the host picks the widest chunk whose tile fits the
+// shared memory it allows (usually all of K: one round trip per step), and the persistent
+// forward, when the whole of K fits, loads its W_hh tile once and keeps it for every step
+// ("W resident"). FUSED_LSTM_CUDA_K_CHUNK forces a chunk (tests use it to cover multi-chunk).
+//
 // Note [Persistent sequence kernels]
 // Launching one kernel per step costs the host ~10-15 us a launch on the GPU machines measured,
 // more than a step's work at common sizes. The persistent kernels run the same tile functions
 // for every step inside ONE cooperative launch, with a grid-wide barrier (cooperative_groups
 // grid.sync(), which also orders the h / dgates writes of one step before the next step's reads)
 // between steps. They need every block of the grid resident at once: the host checks occupancy
-// and falls back to the per-step kernels otherwise. W_hh is re-read from L2 each step (keeping
-// it in shared memory/registers is the persistent-kernel issue's next step).
+// and falls back to the per-step kernels otherwise.
 #pragma once
 
 #include <cooperative_groups.h>
@@ -32,6 +41,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/lstm_step.h"
 
@@ -102,48 +112,64 @@ __device__ __forceinline__ void forward_step_epilogue(const ForwardStepParams<sc
 }
 
 // ---------------------------------------------------------------------------------------------
-// SIMT step kernel (float, double).
+// SIMT forward tile (float, double; also half types before sm_80).
 constexpr int kSimtBatchTile = 16;
 constexpr int kSimtHiddenTile = 16;
-constexpr int kSimtKChunk = 32;
+constexpr int kSimtGranule = 32;  // k_chunk is a multiple of this
 constexpr int kSimtThreads = kSimtBatchTile * kSimtHiddenTile;
+constexpr int kSimtGateCols = kNumGates * kSimtHiddenTile;
 
+template <typename acc_t>
+inline size_t simt_forward_smem_bytes(int k_chunk) {
+  return (size_t(kSimtBatchTile) * (k_chunk + 1) + size_t(k_chunk) * (kSimtGateCols + 1)) * sizeof(acc_t);
+}
+
+// Block (hidden_tile, batch_tile) of one forward step. Thread (ty, tx) = (batch row, hidden unit)
+// holds the four gate accumulators of its cell. load_w = false reuses the W tile already in
+// shared memory (persistent kernel, W resident: then k_chunk >= P).
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<scalar_t, acc_t>& p,
-                                                       unsigned hidden_tile, unsigned batch_tile) {
+                                                       unsigned hidden_tile, unsigned batch_tile,
+                                                       int k_chunk, bool load_w) {
   using S = DeviceScalar<scalar_t>;
-  constexpr int kGateCols = kNumGates * kSimtHiddenTile;
-  __shared__ acc_t h_tile[kSimtBatchTile][kSimtKChunk + 1];
-  // Transposed (k-major) so that the 16 threads of a row read 16 consecutive words; the +1 pad
-  // keeps the transposing stores conflict-free.
-  __shared__ acc_t w_tile[kSimtKChunk][kGateCols + 1];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int h_pitch = k_chunk + 1;
+  constexpr int w_pitch = kSimtGateCols + 1;  // k-major, so a row of 16 threads reads 16 words
+  acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);       // [kSimtBatchTile][h_pitch]
+  acc_t* w_tile = h_tile + kSimtBatchTile * h_pitch;          // [k_chunk][w_pitch]
 
   const int tid = threadIdx.x;
-  const int tx = tid % kSimtHiddenTile;  // hidden unit within the tile
-  const int ty = tid / kSimtHiddenTile;  // batch row within the tile
+  const int tx = tid % kSimtHiddenTile;
+  const int ty = tid / kSimtHiddenTile;
   const int64_t j0 = static_cast<int64_t>(hidden_tile) * kSimtHiddenTile;
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kSimtBatchTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
   acc_t rec[kNumGates] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
-  for (int64_t k0 = 0; k0 < P; k0 += kSimtKChunk) {
-    for (int e = tid; e < kSimtBatchTile * kSimtKChunk; e += kSimtThreads) {
-      const int r = e / kSimtKChunk, kk = e % kSimtKChunk;
+  for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
+    for (int e = tid; e < kSimtBatchTile * k_chunk; e += kSimtThreads) {
+      const int r = e / k_chunk, kk = e % k_chunk;
       const int64_t b = b0 + r, k = k0 + kk;
-      h_tile[r][kk] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
+      h_tile[r * h_pitch + kk] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
     }
-    for (int e = tid; e < kGateCols * kSimtKChunk; e += kSimtThreads) {
-      const int n = e / kSimtKChunk, kk = e % kSimtKChunk;
-      const int gate = n / kSimtHiddenTile;
-      const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
-      w_tile[kk][n] = (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+    if (load_w) {
+      for (int e = tid; e < kSimtGateCols * k_chunk; e += kSimtThreads) {
+        const int n = e / k_chunk, kk = e % k_chunk;
+        const int gate = n / kSimtHiddenTile;
+        const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
+        w_tile[kk * w_pitch + n] =
+            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+      }
     }
     __syncthreads();
-#pragma unroll 8
-    for (int kk = 0; kk < kSimtKChunk; ++kk) {
-      const acc_t hv = h_tile[ty][kk];
+    const acc_t* h_row = h_tile + ty * h_pitch;
+    const int k_end = static_cast<int>(P - k0 < k_chunk ? P - k0 : k_chunk);  // skip zero padding
+#pragma unroll 4
+    for (int kk = 0; kk < k_end; ++kk) {
+      const acc_t hv = h_row[kk];
+      const acc_t* w = w_tile + kk * w_pitch + tx;
 #pragma unroll
-      for (int g = 0; g < kNumGates; ++g) rec[g] += hv * w_tile[kk][g * kSimtHiddenTile + tx];
+      for (int g = 0; g < kNumGates; ++g) rec[g] += hv * w[g * kSimtHiddenTile];
     }
     __syncthreads();
   }
@@ -153,16 +179,24 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kSimtThreads)
-    lstm_forward_step_simt(const ForwardStepParams<scalar_t, acc_t> p) {
-  forward_step_simt_tile(p, blockIdx.x, blockIdx.y);
+    lstm_forward_step_simt(const ForwardStepParams<scalar_t, acc_t> p, int k_chunk) {
+  forward_step_simt_tile(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core step kernel (half, bfloat16).
+// Tensor-core forward tile (half, bfloat16; sm_80+).
 constexpr int kMmaTile = 16;       // wmma m = n = k = 16
-constexpr int kMmaKChunk = 64;     // k columns staged in shared memory per iteration
+constexpr int kMmaGranule = 64;    // k_chunk is a multiple of this
 constexpr int kMmaPad = 8;         // 16 bytes of padding per shared-memory row (bank spread)
 constexpr int kMmaThreads = 32 * kNumGates;  // one warp per gate
+constexpr int kMmaGateCols = kNumGates * kMmaTile;
+constexpr int kMmaRecPitch = kMmaGateCols + 4;
+
+template <typename scalar_t>
+inline size_t mma_forward_smem_bytes(int k_chunk) {
+  return size_t(kMmaTile + kMmaGateCols) * (k_chunk + kMmaPad) * sizeof(scalar_t) +
+         size_t(kMmaTile) * kMmaRecPitch * sizeof(float);
+}
 
 template <typename scalar_t, bool kVectorLoads>
 __device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t* src_row, int64_t k0,
@@ -183,15 +217,18 @@ __device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t*
 
 template <typename scalar_t, bool kVectorLoads>
 __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<scalar_t, float>& p,
-                                                      unsigned hidden_tile, unsigned batch_tile) {
+                                                      unsigned hidden_tile, unsigned batch_tile,
+                                                      int k_chunk, bool load_w) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
-  constexpr int kLd = kMmaKChunk + kMmaPad;
-  constexpr int kGateCols = kNumGates * kMmaTile;
-  constexpr int kChunksPerRow = kMmaKChunk / 8;
-  __shared__ __align__(128) scalar_t h_tile[kMmaTile][kLd];
-  __shared__ __align__(128) scalar_t w_tile[kGateCols][kLd];  // row n = gate * 16 + hidden unit
-  __shared__ __align__(128) float rec_tile[kMmaTile][kGateCols + 4];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // Every sub-array starts on a 32-byte boundary, as wmma loads and stores require:
+  // 16 * ld * 2 bytes and 64 * ld * 2 bytes are multiples of 32 because ld is a multiple of 8.
+  const int ld = k_chunk + kMmaPad;
+  scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);            // [16][ld]
+  scalar_t* w_tile = h_tile + kMmaTile * ld;                             // [64][ld], row = gate*16 + j
+  float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [16][kMmaRecPitch]
+  const int chunks_per_row = k_chunk / 8;
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;  // == the gate this warp computes
@@ -201,44 +238,49 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
 
   wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kMmaTile, float> acc;
   wmma::fill_fragment(acc, 0.0f);
-  for (int64_t k0 = 0; k0 < P; k0 += kMmaKChunk) {
-    for (int e = tid; e < kMmaTile * kChunksPerRow; e += kMmaThreads) {
-      const int r = e / kChunksPerRow;
+  for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
+    for (int e = tid; e < kMmaTile * chunks_per_row; e += kMmaThreads) {
+      const int r = e / chunks_per_row;
       const int64_t b = b0 + r;
       const bool valid = b < rows;
       const scalar_t* src = valid ? previous_h_row(p, b) : p.hx;
-      mma_load_tile_row<scalar_t, kVectorLoads>(&h_tile[r][0], src, k0, P, valid, e % kChunksPerRow);
+      mma_load_tile_row<scalar_t, kVectorLoads>(h_tile + r * ld, src, k0, P, valid, e % chunks_per_row);
     }
-    for (int e = tid; e < kGateCols * kChunksPerRow; e += kMmaThreads) {
-      const int n = e / kChunksPerRow;
-      const int64_t j = j0 + n % kMmaTile;
-      const bool valid = j < H;
-      const scalar_t* src = p.weight_hh + (valid ? ((n / kMmaTile) * H + j) * P : 0);
-      mma_load_tile_row<scalar_t, kVectorLoads>(&w_tile[n][0], src, k0, P, valid, e % kChunksPerRow);
+    if (load_w) {
+      for (int e = tid; e < kMmaGateCols * chunks_per_row; e += kMmaThreads) {
+        const int n = e / chunks_per_row;
+        const int64_t j = j0 + n % kMmaTile;
+        const bool valid = j < H;
+        const scalar_t* src = p.weight_hh + (valid ? ((n / kMmaTile) * H + j) * P : 0);
+        mma_load_tile_row<scalar_t, kVectorLoads>(w_tile + n * ld, src, k0, P, valid, e % chunks_per_row);
+      }
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kMmaKChunk; kk += kMmaTile) {
+    const int64_t k_left = P - k0;
+    const int k_end = static_cast<int>(k_left < k_chunk ? (k_left + kMmaTile - 1) / kMmaTile * kMmaTile : k_chunk);
+#pragma unroll 4
+    for (int kk = 0; kk < k_end; kk += kMmaTile) {
       wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::row_major> a;
       wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::col_major> w;
-      wmma::load_matrix_sync(a, &h_tile[0][kk], kLd);
+      wmma::load_matrix_sync(a, h_tile + kk, ld);
       // B[k][n] = W_hh[gate*H + j0 + n][k0 + k]: column-major over the staged rows.
-      wmma::load_matrix_sync(w, &w_tile[warp * kMmaTile][kk], kLd);
+      wmma::load_matrix_sync(w, w_tile + warp * kMmaTile * ld + kk, ld);
       wmma::mma_sync(acc, a, w, acc);
     }
     __syncthreads();
   }
-  wmma::store_matrix_sync(&rec_tile[0][warp * kMmaTile], acc, kGateCols + 4, wmma::mem_row_major);
+  wmma::store_matrix_sync(rec_tile + warp * kMmaTile, acc, kMmaRecPitch, wmma::mem_row_major);
   __syncthreads();
   for (int e = tid; e < kMmaTile * kMmaTile; e += kMmaThreads) {
     const int r = e / kMmaTile, jj = e % kMmaTile;
     const int64_t b = b0 + r, j = j0 + jj;
     if (b < rows && j < H) {
-      const float rec[kNumGates] = {rec_tile[r][jj], rec_tile[r][kMmaTile + jj],
-                                    rec_tile[r][2 * kMmaTile + jj], rec_tile[r][3 * kMmaTile + jj]};
+      const float* rec_row = rec_tile + r * kMmaRecPitch + jj;
+      const float rec[kNumGates] = {rec_row[0], rec_row[kMmaTile], rec_row[2 * kMmaTile], rec_row[3 * kMmaTile]};
       forward_step_epilogue(p, b, j, rec);
     }
   }
+  // The next step (persistent kernel) overwrites h_tile and rec_tile only after its grid barrier.
 #else
   __trap();  // the host only launches this kernel on sm_80 or newer
 #endif
@@ -246,42 +288,41 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
 
 template <typename scalar_t, bool kVectorLoads>
 __global__ void __launch_bounds__(kMmaThreads)
-    lstm_forward_step_mma(const ForwardStepParams<scalar_t, float> p) {
-  forward_step_mma_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y);
+    lstm_forward_step_mma(const ForwardStepParams<scalar_t, float> p, int k_chunk) {
+  forward_step_mma_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Persistent forward: every step of the sequence in one cooperative launch.
 // kTile: 0 = SIMT, 1 = tensor cores with scalar loads, 2 = tensor cores with 16-byte loads.
 template <typename scalar_t, typename acc_t, int kTile>
-__device__ __forceinline__ void forward_step_tile(const ForwardStepParams<scalar_t, acc_t>& p) {
-  if constexpr (kTile == 0) {
-    forward_step_simt_tile(p, blockIdx.x, blockIdx.y);
-  } else {
-    forward_step_mma_tile<scalar_t, kTile == 2>(p, blockIdx.x, blockIdx.y);
-  }
-}
-
-template <typename scalar_t, typename acc_t, int kTile>
 __global__ void __launch_bounds__(kTile == 0 ? kSimtThreads : kMmaThreads)
     lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params,
-                            const StepRows* schedule, int64_t num_steps) {
+                            const StepRows* schedule, int64_t num_steps, int k_chunk,
+                            bool w_resident) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   constexpr int kBatchTile = kTile == 0 ? kSimtBatchTile : kMmaTile;
   ForwardStepParams<scalar_t, acc_t> p = params;
+  bool w_loaded = false;  // block-uniform
   for (int64_t s = 0; s < num_steps; ++s) {
     p.step = schedule[s];
-    // Block-uniform: a block whose batch rows are all inactive at this step only waits.
+    // A block whose batch rows are all inactive at this step only waits at the barrier.
     if (static_cast<int64_t>(blockIdx.y) * kBatchTile < p.step.rows) {
-      forward_step_tile<scalar_t, acc_t, kTile>(p);
+      const bool load_w = !(w_resident && w_loaded);
+      if constexpr (kTile == 0) {
+        forward_step_simt_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
+      } else {
+        forward_step_mma_tile<scalar_t, kTile == 2>(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
+      }
+      w_loaded = true;
     }
     grid.sync();
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward pointwise kernel: one thread per (b, j) cell of the step.
+// Backward pointwise kernel (generic per-step loop, used with a projection): one thread per cell.
 constexpr int kPointwiseThreads = 256;
 
 template <typename acc_t>
@@ -294,38 +335,54 @@ __global__ void __launch_bounds__(kPointwiseThreads)
 // ---------------------------------------------------------------------------------------------
 // Fused backward step (no projection): carry GEMM dgates[next] · W_hh for the block's (b, j)
 // tile, then backward_cell. SIMT in the opmath type: dgates are fp32 (fp64), so the carry keeps
-// full precision whatever the storage dtype of W_hh. Same tile shape as the SIMT forward.
+// full precision whatever the storage dtype of W_hh. K = 4H is staged k_chunk columns at a time.
+constexpr int kBackwardTile = 16;  // batch rows and hidden units per block; 256 threads
+
+template <typename acc_t>
+inline size_t backward_smem_bytes(int k_chunk) {
+  return (size_t(kBackwardTile) * (k_chunk + 1) + size_t(k_chunk) * (kBackwardTile + 1)) * sizeof(acc_t);
+}
+
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void backward_step_tile(const BackwardSequenceParams<scalar_t, acc_t>& p,
                                                    const StepRows& step, const StepRows& next,
-                                                   unsigned hidden_tile, unsigned batch_tile) {
+                                                   unsigned hidden_tile, unsigned batch_tile,
+                                                   int k_chunk) {
   using S = DeviceScalar<scalar_t>;
-  constexpr int kTile = kSimtHiddenTile;  // == kSimtBatchTile
-  __shared__ acc_t dgates_tile[kSimtBatchTile][kSimtKChunk + 1];
-  __shared__ acc_t w_tile[kSimtKChunk][kTile + 1];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int d_pitch = k_chunk + 1;
+  constexpr int w_pitch = kBackwardTile + 1;
+  acc_t* dgates_tile = reinterpret_cast<acc_t*>(smem_raw);   // [16][d_pitch]
+  acc_t* w_tile = dgates_tile + kBackwardTile * d_pitch;       // [k_chunk][w_pitch]
   const int tid = threadIdx.x;
-  const int tx = tid % kTile, ty = tid / kTile;
-  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kTile;
-  const int64_t b0 = static_cast<int64_t>(batch_tile) * kSimtBatchTile;
+  const int tx = tid % kBackwardTile, ty = tid / kBackwardTile;
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kBackwardTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kBackwardTile;
   const int64_t H = p.cell.hidden, K = kNumGates * H;
 
   // Four partial sums break the FMA dependency chain.
   acc_t carry[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
   if (b0 < next.rows) {  // block-uniform
-    for (int64_t k0 = 0; k0 < K; k0 += kSimtKChunk) {
-      for (int e = tid; e < kSimtBatchTile * kSimtKChunk; e += kSimtThreads) {
-        const int r = e / kSimtKChunk, kk = e % kSimtKChunk;
+    for (int64_t k0 = 0; k0 < K; k0 += k_chunk) {
+      for (int e = tid; e < kBackwardTile * k_chunk; e += kSimtThreads) {
+        const int r = e / k_chunk, kk = e % k_chunk;
         const int64_t b = b0 + r, k = k0 + kk;
-        dgates_tile[r][kk] = (b < next.rows && k < K) ? p.cell.dgates[(next.row_offset + b) * K + k] : acc_t(0);
+        dgates_tile[r * d_pitch + kk] =
+            (b < next.rows && k < K) ? p.cell.dgates[(next.row_offset + b) * K + k] : acc_t(0);
       }
-      for (int e = tid; e < kSimtKChunk * kTile; e += kSimtThreads) {
-        const int kk = e / kTile, jj = e % kTile;
+      for (int e = tid; e < k_chunk * kBackwardTile; e += kSimtThreads) {
+        const int kk = e / kBackwardTile, jj = e % kBackwardTile;
         const int64_t k = k0 + kk, j = j0 + jj;
-        w_tile[kk][jj] = (k < K && j < H) ? S::to_acc(p.weight_hh[k * H + j]) : acc_t(0);
+        w_tile[kk * w_pitch + jj] = (k < K && j < H) ? S::to_acc(p.weight_hh[k * H + j]) : acc_t(0);
       }
       __syncthreads();
+      const acc_t* d_row = dgates_tile + ty * d_pitch;
+      const acc_t* w_col = w_tile + tx;
+      // k_chunk is a multiple of 4 (kSimtGranule); zero padding past K adds nothing.
+      for (int kk = 0; kk < k_chunk; kk += 4) {
 #pragma unroll
-      for (int kk = 0; kk < kSimtKChunk; ++kk) carry[kk % 4] += dgates_tile[ty][kk] * w_tile[kk][tx];
+        for (int u = 0; u < 4; ++u) carry[u] += d_row[kk + u] * w_col[(kk + u) * w_pitch];
+      }
       __syncthreads();
     }
   }
@@ -345,65 +402,58 @@ __device__ __forceinline__ StepRows step_after(const StepRows* schedule, int64_t
 // One launch per step (fallback when the persistent grid cannot be resident).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kSimtThreads)
-    lstm_backward_step(const BackwardSequenceParams<scalar_t, acc_t> p, int64_t k) {
+    lstm_backward_step(const BackwardSequenceParams<scalar_t, acc_t> p, int64_t k, int k_chunk) {
   const StepRows step = p.schedule[k];
-  if (static_cast<int64_t>(blockIdx.y) * kSimtBatchTile < step.rows) {
-    backward_step_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y);
+  if (static_cast<int64_t>(blockIdx.y) * kBackwardTile < step.rows) {
+    backward_step_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y, k_chunk);
   }
 }
 
 // The whole reverse recurrence in one cooperative launch (Note [Persistent sequence kernels]).
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kSimtThreads)
-    lstm_backward_persistent(const BackwardSequenceParams<scalar_t, acc_t> p) {
+    lstm_backward_persistent(const BackwardSequenceParams<scalar_t, acc_t> p, int k_chunk) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
     const StepRows step = p.schedule[k];
-    if (static_cast<int64_t>(blockIdx.y) * kSimtBatchTile < step.rows) {
-      backward_step_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y);
+    if (static_cast<int64_t>(blockIdx.y) * kBackwardTile < step.rows) {
+      backward_step_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y, k_chunk);
     }
     grid.sync();
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Launchers (host). They return the launch error; the caller checks it.
+// Host side: launch configuration. Launchers return the CUDA error; the caller checks it.
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
-// Grid of the per-step and persistent kernels for a batch of `rows` (the largest step).
-inline dim3 simt_grid(int64_t hidden, int64_t rows) {
-  return dim3(ceil_div(hidden, kSimtHiddenTile), ceil_div(rows, kSimtBatchTile));
-}
-inline dim3 mma_grid(int64_t hidden, int64_t rows) {
-  return dim3(ceil_div(hidden, kMmaTile), ceil_div(rows, kMmaTile));
+struct DeviceLimits {
+  int multiprocessors;
+  size_t shared_memory_per_block;  // the opt-in maximum (cudaDevAttrMaxSharedMemoryPerBlockOptin)
+  int forced_k_chunk;              // > 0: FUSED_LSTM_CUDA_K_CHUNK, else 0
+};
+
+// The widest k_chunk (a multiple of granule, covering at most all of K) whose shared memory fits
+// `limit`; a forced chunk is rounded up to the granule and still capped by `limit`.
+template <typename Bytes>
+int widest_k_chunk(int64_t K, int granule, size_t limit, int forced, Bytes bytes) {
+  const int64_t all = (K + granule - 1) / granule * granule;
+  int64_t chunk = forced > 0 ? (forced + granule - 1) / granule * granule : all;
+  if (chunk > all) chunk = all;
+  while (chunk > granule && bytes(static_cast<int>(chunk)) > limit) chunk -= granule;
+  return static_cast<int>(chunk);
 }
 
-
-template <typename scalar_t, typename acc_t>
-cudaError_t launch_forward_step_simt(const ForwardStepParams<scalar_t, acc_t>& p, cudaStream_t stream) {
-  const dim3 grid = simt_grid(p.hidden, p.step.rows);
-  lstm_forward_step_simt<scalar_t, acc_t><<<grid, kSimtThreads, 0, stream>>>(p);
-  return cudaGetLastError();
-}
-
-template <typename scalar_t>
-cudaError_t launch_forward_step_mma(const ForwardStepParams<scalar_t, float>& p, bool vector_loads,
-                                    cudaStream_t stream) {
-  const dim3 grid = mma_grid(p.hidden, p.step.rows);
-  if (vector_loads) {
-    lstm_forward_step_mma<scalar_t, true><<<grid, kMmaThreads, 0, stream>>>(p);
-  } else {
-    lstm_forward_step_mma<scalar_t, false><<<grid, kMmaThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+// Kernels need an explicit opt-in for more than 48 KB of dynamic shared memory.
+inline cudaError_t allow_shared_memory(const void* kernel, size_t bytes) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
 // Whether all blocks of `grid` fit on the device at once (a cooperative launch requires it).
-template <typename Kernel>
-bool grid_fits_resident(Kernel kernel, dim3 grid, int threads, int multiprocessors) {
+inline bool grid_fits_resident(const void* kernel, dim3 grid, int threads, size_t smem, int multiprocessors) {
   int per_multiprocessor = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, threads, 0) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, kernel, threads, smem) != cudaSuccess) {
     (void)cudaGetLastError();  // clear it: not fitting is an answer, not an error
     return false;
   }
@@ -411,48 +461,137 @@ bool grid_fits_resident(Kernel kernel, dim3 grid, int threads, int multiprocesso
          static_cast<int64_t>(grid.x) * grid.y * grid.z;
 }
 
-// Persistent forward over the whole schedule. Returns cudaErrorCooperativeLaunchTooLarge (and
-// launches nothing) when the grid cannot be resident; the caller then runs the step kernels.
+template <typename T>
+constexpr bool is_half_type() {
+  return std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+}
+
+// One forward tile kind (SIMT or tensor cores) resolved for a launch.
+template <typename scalar_t, typename acc_t>
+struct ForwardTileKind {
+  bool mma;
+  int threads, granule, batch_tile;
+  const void* step_kernel;
+  const void* persistent_kernel;
+  size_t smem_bytes(int k_chunk) const {
+    if constexpr (is_half_type<scalar_t>()) {
+      if (mma) return mma_forward_smem_bytes<scalar_t>(k_chunk);
+    }
+    return simt_forward_smem_bytes<acc_t>(k_chunk);
+  }
+  dim3 grid(int64_t hidden, int64_t rows) const {
+    return dim3(ceil_div(hidden, batch_tile), ceil_div(rows, batch_tile));  // square tiles
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, bool vector_loads) {
+  if constexpr (is_half_type<scalar_t>()) {
+    if (tensor_cores) {
+      return {true, kMmaThreads, kMmaGranule, kMmaTile,
+              vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, true>)
+                           : reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, false>),
+              vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
+                           : reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 1>)};
+    }
+  }
+  return {false, kSimtThreads, kSimtGranule, kSimtBatchTile,
+          reinterpret_cast<const void*>(&lstm_forward_step_simt<scalar_t, acc_t>),
+          reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>)};
+}
+
+// Persistent forward over the whole schedule. Tries the W-resident configuration (all of K in
+// one chunk), then narrow chunks; returns cudaErrorCooperativeLaunchTooLarge (and launches
+// nothing) when no configuration's grid can be resident, so the caller runs the step kernels.
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& p,
                                       const StepRows* schedule, int64_t num_steps, int64_t batch,
-                                      bool tensor_cores, bool vector_loads, int multiprocessors,
+                                      bool tensor_cores, bool vector_loads, const DeviceLimits& limits,
                                       cudaStream_t stream) {
-  void* kernel = nullptr;
-  dim3 grid;
-  int threads = 0;
-  if constexpr (std::is_same_v<scalar_t, __half> || std::is_same_v<scalar_t, __nv_bfloat16>) {
-    if (tensor_cores) {
-      kernel = vector_loads ? reinterpret_cast<void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
-                            : reinterpret_cast<void*>(&lstm_forward_persistent<scalar_t, acc_t, 1>);
-      grid = mma_grid(p.hidden, batch);
-      threads = kMmaThreads;
-    }
+  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads);
+  const dim3 grid = kind.grid(p.hidden, batch);
+  const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
+  const int widest = widest_k_chunk(p.proj, kind.granule, limits.shared_memory_per_block,
+                                    limits.forced_k_chunk, bytes);
+  const int candidates[2] = {widest, kind.granule};
+  for (int i = 0; i < (limits.forced_k_chunk > 0 ? 1 : 2); ++i) {
+    int k_chunk = candidates[i];
+    bool w_resident = k_chunk >= p.proj;
+    const size_t smem = bytes(k_chunk);
+    if (smem > limits.shared_memory_per_block) continue;
+    cudaError_t err = allow_shared_memory(kind.persistent_kernel, smem);
+    if (err != cudaSuccess) return err;
+    if (!grid_fits_resident(kind.persistent_kernel, grid, kind.threads, smem, limits.multiprocessors)) continue;
+    void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &schedule, &num_steps,
+                    &k_chunk, &w_resident};
+    return cudaLaunchCooperativeKernel(kind.persistent_kernel, grid, dim3(kind.threads), args, smem, stream);
   }
-  if (kernel == nullptr) {
-    kernel = reinterpret_cast<void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>);
-    grid = simt_grid(p.hidden, batch);
-    threads = kSimtThreads;
-  }
-  if (!grid_fits_resident(kernel, grid, threads, multiprocessors)) return cudaErrorCooperativeLaunchTooLarge;
-  void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &schedule, &num_steps};
-  return cudaLaunchCooperativeKernel(kernel, grid, dim3(threads), args, 0, stream);
+  return cudaErrorCooperativeLaunchTooLarge;
+}
+
+// Per-step forward: the configuration is chosen once per sequence (prepare), then each step
+// launches with it. Half the opt-in shared memory keeps two blocks per multiprocessor.
+struct ForwardStepLaunch {
+  const void* kernel;
+  dim3 block;
+  int batch_tile;
+  int k_chunk;
+  size_t smem;
+};
+
+template <typename scalar_t, typename acc_t>
+cudaError_t prepare_forward_step(int64_t proj, bool tensor_cores, bool vector_loads,
+                                 const DeviceLimits& limits, ForwardStepLaunch* launch) {
+  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads);
+  const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
+  launch->kernel = kind.step_kernel;
+  launch->block = dim3(kind.threads);
+  launch->batch_tile = kind.batch_tile;
+  launch->k_chunk = widest_k_chunk(proj, kind.granule, limits.shared_memory_per_block / 2,
+                                   limits.forced_k_chunk, bytes);
+  launch->smem = bytes(launch->k_chunk);
+  return allow_shared_memory(launch->kernel, launch->smem);
+}
+
+template <typename scalar_t, typename acc_t>
+cudaError_t launch_forward_step(const ForwardStepParams<scalar_t, acc_t>& p, const ForwardStepLaunch& launch,
+                                cudaStream_t stream) {
+  const dim3 grid(ceil_div(p.hidden, launch.batch_tile), ceil_div(p.step.rows, launch.batch_tile));
+  int k_chunk = launch.k_chunk;
+  void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &k_chunk};
+  return cudaLaunchKernel(launch.kernel, grid, launch.block, args, launch.smem, stream);
 }
 
 // Fused backward recurrence: persistent when `persistent` and the grid fits, else one launch per
 // step. Returns the first launch error.
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_backward_recurrence(const BackwardSequenceParams<scalar_t, acc_t>& p, int64_t batch,
-                                       bool persistent, int multiprocessors, cudaStream_t stream) {
-  const dim3 grid = simt_grid(p.cell.hidden, batch);
-  void* kernel = reinterpret_cast<void*>(&lstm_backward_persistent<scalar_t, acc_t>);
-  if (persistent && grid_fits_resident(kernel, grid, kSimtThreads, multiprocessors)) {
-    void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p)};
-    return cudaLaunchCooperativeKernel(kernel, grid, dim3(kSimtThreads), args, 0, stream);
+                                       bool persistent, const DeviceLimits& limits, cudaStream_t stream) {
+  const dim3 grid(ceil_div(p.cell.hidden, kBackwardTile), ceil_div(batch, kBackwardTile));
+  const int64_t K = kNumGates * p.cell.hidden;
+  const auto bytes = [](int chunk) { return backward_smem_bytes<acc_t>(chunk); };
+  if (persistent) {
+    const void* kernel = reinterpret_cast<const void*>(&lstm_backward_persistent<scalar_t, acc_t>);
+    const int candidates[2] = {
+        widest_k_chunk(K, kSimtGranule, limits.shared_memory_per_block, limits.forced_k_chunk, bytes),
+        widest_k_chunk(K, kSimtGranule, limits.shared_memory_per_block / 4, limits.forced_k_chunk, bytes)};
+    for (int k_chunk : candidates) {
+      const size_t smem = bytes(k_chunk);
+      cudaError_t err = allow_shared_memory(kernel, smem);
+      if (err != cudaSuccess) return err;
+      if (!grid_fits_resident(kernel, grid, kSimtThreads, smem, limits.multiprocessors)) continue;
+      void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p), &k_chunk};
+      return cudaLaunchCooperativeKernel(kernel, grid, dim3(kSimtThreads), args, smem, stream);
+    }
   }
+  const void* kernel = reinterpret_cast<const void*>(&lstm_backward_step<scalar_t, acc_t>);
+  int k_chunk = widest_k_chunk(K, kSimtGranule, limits.shared_memory_per_block / 2, limits.forced_k_chunk, bytes);
+  const size_t smem = bytes(k_chunk);
+  cudaError_t err = allow_shared_memory(kernel, smem);
+  if (err != cudaSuccess) return err;
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
-    lstm_backward_step<scalar_t, acc_t><<<grid, kSimtThreads, 0, stream>>>(p, k);
-    const cudaError_t err = cudaGetLastError();
+    void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p), &k, &k_chunk};
+    err = cudaLaunchKernel(kernel, grid, dim3(kSimtThreads), args, smem, stream);
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;

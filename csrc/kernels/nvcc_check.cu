@@ -7,29 +7,21 @@
 namespace fused_lstm {
 namespace kernels {
 
-template cudaError_t launch_forward_step_simt<float, float>(const ForwardStepParams<float, float>&, cudaStream_t);
-template cudaError_t launch_forward_step_simt<double, double>(const ForwardStepParams<double, double>&, cudaStream_t);
-template cudaError_t launch_forward_step_mma<__half>(const ForwardStepParams<__half, float>&, bool, cudaStream_t);
-template cudaError_t launch_forward_step_mma<__nv_bfloat16>(const ForwardStepParams<__nv_bfloat16, float>&, bool,
-                                                            cudaStream_t);
-template cudaError_t launch_forward_persistent<float, float>(const ForwardStepParams<float, float>&, const StepRows*,
-                                                             int64_t, int64_t, bool, bool, int, cudaStream_t);
-template cudaError_t launch_forward_persistent<double, double>(const ForwardStepParams<double, double>&,
-                                                               const StepRows*, int64_t, int64_t, bool, bool, int,
-                                                               cudaStream_t);
-template cudaError_t launch_forward_persistent<__half, float>(const ForwardStepParams<__half, float>&, const StepRows*,
-                                                              int64_t, int64_t, bool, bool, int, cudaStream_t);
-template cudaError_t launch_forward_persistent<__nv_bfloat16, float>(const ForwardStepParams<__nv_bfloat16, float>&,
-                                                                     const StepRows*, int64_t, int64_t, bool, bool,
-                                                                     int, cudaStream_t);
-template cudaError_t launch_backward_recurrence<float, float>(const BackwardSequenceParams<float, float>&, int64_t,
-                                                              bool, int, cudaStream_t);
-template cudaError_t launch_backward_recurrence<double, double>(const BackwardSequenceParams<double, double>&,
-                                                                int64_t, bool, int, cudaStream_t);
-template cudaError_t launch_backward_recurrence<__half, float>(const BackwardSequenceParams<__half, float>&, int64_t,
-                                                               bool, int, cudaStream_t);
-template cudaError_t launch_backward_recurrence<__nv_bfloat16, float>(
-    const BackwardSequenceParams<__nv_bfloat16, float>&, int64_t, bool, int, cudaStream_t);
+#define FUSED_LSTM_INSTANTIATE(scalar_t, acc_t)                                                      \
+  template cudaError_t launch_forward_persistent<scalar_t, acc_t>(                                  \
+      const ForwardStepParams<scalar_t, acc_t>&, const StepRows*, int64_t, int64_t, bool, bool,     \
+      const DeviceLimits&, cudaStream_t);                                                           \
+  template cudaError_t prepare_forward_step<scalar_t, acc_t>(int64_t, bool, bool, const DeviceLimits&, \
+                                                             ForwardStepLaunch*);                     \
+  template cudaError_t launch_forward_step<scalar_t, acc_t>(const ForwardStepParams<scalar_t, acc_t>&, \
+                                                            const ForwardStepLaunch&, cudaStream_t);  \
+  template cudaError_t launch_backward_recurrence<scalar_t, acc_t>(                                 \
+      const BackwardSequenceParams<scalar_t, acc_t>&, int64_t, bool, const DeviceLimits&, cudaStream_t);
+
+FUSED_LSTM_INSTANTIATE(float, float)
+FUSED_LSTM_INSTANTIATE(double, double)
+FUSED_LSTM_INSTANTIATE(__half, float)
+FUSED_LSTM_INSTANTIATE(__nv_bfloat16, float)
 template cudaError_t launch_backward_pointwise<float>(const BackwardPointwiseParams<float>&, cudaStream_t);
 template cudaError_t launch_backward_pointwise<double>(const BackwardPointwiseParams<double>&, cudaStream_t);
 
