@@ -5,14 +5,16 @@
 // (Note [Persistent sequence kernels]) or, where its grid cannot be resident, one fused step
 // kernel per time step (Note [Fused forward step]). With a projection, a cuBLAS GEMM per step maps
 // o * tanh(c) to h, so that case always runs per step.
-// Backward: lstm_layer_backward_impl; without a projection its reverse recurrence is the fused
-// CUDA kernel (persistent, or one launch per step), with a projection the generic per-step loop
-// (cuBLAS carry GEMM + pointwise kernel). Weight gradients are single cuBLAS GEMMs.
+// Backward: lstm_layer_backward_impl: the reverse recurrence is the generic per-step loop
+// (cuBLAS carry GEMM + pointwise kernel) or, when asked for and there is no projection, the fused
+// CUDA kernel (persistent, or one launch per step). Weight gradients are single cuBLAS GEMMs.
 // Everything runs on the current stream of input's device.
 //
-// FUSED_LSTM_CUDA_ALGO=auto (default) | persistent | step picks the recurrence kernels: `step`
-// forces one launch per step (benchmarks, tests); `persistent`/`auto` use the persistent kernels
-// wherever the grid fits. FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
+// FUSED_LSTM_CUDA_ALGO picks the recurrence kernels (read per call):
+//   auto (default)  forward: persistent where its grid fits, else per step; backward: generic loop
+//   persistent      forward as auto; backward: fused persistent kernel where it fits, else per step
+//   step            forward and backward: fused kernels, one launch per step
+// FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -44,13 +46,16 @@ typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
 
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Whether FUSED_LSTM_CUDA_ALGO allows the persistent kernels (read per call: tests switch it).
-bool persistent_allowed() {
+// FUSED_LSTM_CUDA_ALGO, read per call (tests switch it). See the note at the top of this file.
+enum class Algorithm { kAuto, kPersistent, kStep };
+
+Algorithm cuda_algorithm() {
   const char* algo = std::getenv("FUSED_LSTM_CUDA_ALGO");
-  if (algo == nullptr || std::strcmp(algo, "auto") == 0 || std::strcmp(algo, "persistent") == 0) return true;
+  if (algo == nullptr || std::strcmp(algo, "auto") == 0) return Algorithm::kAuto;
+  if (std::strcmp(algo, "persistent") == 0) return Algorithm::kPersistent;
   TORCH_CHECK_VALUE(std::strcmp(algo, "step") == 0,
                     "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent or step, got '", algo, "'");
-  return false;
+  return Algorithm::kStep;
 }
 
 // The step schedule in device memory, for the persistent kernels (StepRows is 4 int64).
@@ -130,7 +135,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
     const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
                               aligned_16(p.hx) && aligned_16(p.output);
-    if (!s.has_proj && persistent_allowed()) {
+    if (!s.has_proj && cuda_algorithm() != Algorithm::kStep) {
       const Tensor device_schedule = schedule_on_device(schedule, input.device());
       const cudaError_t err = kernels::launch_forward_persistent<cuda_t, acc_t>(
           p, reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>()),
@@ -169,8 +174,14 @@ void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, cons
   });
 }
 
-// The fused reverse recurrence without projection (see BackwardRecurrenceFn).
+// The fused reverse recurrence without projection (see BackwardRecurrenceFn). Only when asked
+// for: measured on H100/H200 (benchmarks/results/cuda-*-20261126*), its SIMT carry GEMM (two
+// shared-memory loads per FMA, 8 warps per SM) costs ~100 us a step at H=512, twice the generic
+// loop's cuBLAS carry GEMM + pointwise kernel, so `auto` keeps the generic loop until the fused
+// kernel does its carry on tensor cores.
 bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
+  const Algorithm algorithm = cuda_algorithm();
+  if (algorithm == Algorithm::kAuto) return false;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Tensor device_schedule = schedule_on_device(a.schedule, a.dgates.device());
   const Tensor w_hh = a.weight_hh.contiguous();
@@ -190,7 +201,7 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
     C10_CUDA_CHECK((kernels::launch_backward_recurrence<cuda_t, acc_t>(
-        p, a.batch, persistent_allowed(), device_limits(), stream)));
+        p, a.batch, algorithm == Algorithm::kPersistent, device_limits(), stream)));
   });
   return true;
 }
