@@ -9,10 +9,13 @@ import torch
 from . import _C
 from . import _ops  # noqa: F401  (registers the fake kernels)
 from .functional import LSTMLayerFunction, lstm_layer
+from .cell import LSTMCell
+from .convert import convert, revert
 from .modules import LSTM
 from .reference import lstm_layer_reference
 
-__all__ = ["LSTM", "LSTMLayerFunction", "build_info", "lstm_layer", "lstm_layer_reference"]
+__all__ = ["LSTM", "LSTMCell", "LSTMLayerFunction", "build_info", "convert", "lstm_layer",
+           "lstm_layer_reference", "revert"]
 __version__ = "0.1.0"
 
 

@@ -4,6 +4,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import _ops
 
@@ -32,6 +33,7 @@ class LSTMLayerFunction(torch.autograd.Function):
         return output, hy, cy
 
     @staticmethod
+    @once_differentiable  # the backward op has no derivative yet: refuse double backward loudly
     def backward(ctx, grad_output, grad_hy, grad_cy):
         (input, hx, cx, weight_ih, weight_hh, weight_hr, batch_sizes, output, gates,
          cells) = ctx.saved_tensors

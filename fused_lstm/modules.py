@@ -21,6 +21,25 @@ def _apply_permutation(tensor: Tensor, permutation: Tensor, dim: int = 1) -> Ten
     return tensor.index_select(dim, permutation)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    # torch.is_autocast_enabled raises for device types without autocast (meta, ...).
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def _autocast_cast(tensor: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
+    # What autocast does to an op's arguments: floating tensors other than float64 are cast.
+    if dtype is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
+        return tensor
+    return tensor.to(dtype)
+
+
+def _copy_requires_grad(dst: nn.Module, src: nn.Module) -> None:
+    # load_state_dict copies values only; frozen weights must stay frozen across conversions.
+    src_params = dict(src.named_parameters())
+    for name, param in dst.named_parameters():
+        param.requires_grad_(src_params[name].requires_grad)
+
+
 class LSTM(nn.Module):
     r"""Drop-in replacement for :class:`torch.nn.LSTM` running fused CPU/CUDA kernels.
 
@@ -104,6 +123,10 @@ class LSTM(nn.Module):
         return [name for names in self._all_weights for name in names]
 
     @property
+    def _flat_weights(self) -> List[nn.Parameter]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
     def all_weights(self) -> List[List[nn.Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
@@ -134,7 +157,8 @@ class LSTM(nn.Module):
     # -- conversion ---------------------------------------------------------------------------
     @classmethod
     def from_torch(cls, lstm: nn.LSTM) -> "LSTM":
-        """A fused LSTM with ``lstm``'s configuration, weights, device, dtype and mode."""
+        """A fused LSTM with ``lstm``'s configuration, weights, device, dtype, mode and
+        ``requires_grad`` flags."""
         weight = next(lstm.parameters())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # nn.LSTM already warned about its dropout
@@ -142,10 +166,12 @@ class LSTM(nn.Module):
                         lstm.batch_first, lstm.dropout, lstm.bidirectional, lstm.proj_size,
                         device=weight.device, dtype=weight.dtype)
         fused.load_state_dict(lstm.state_dict())
+        _copy_requires_grad(fused, lstm)
         return fused.train(lstm.training)
 
     def to_torch(self) -> nn.LSTM:
-        """A ``torch.nn.LSTM`` with this module's configuration, weights, device, dtype, mode."""
+        """A ``torch.nn.LSTM`` with this module's configuration, weights, device, dtype, mode
+        and ``requires_grad`` flags."""
         weight = next(self.parameters())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -153,13 +179,16 @@ class LSTM(nn.Module):
                            self.batch_first, self.dropout, self.bidirectional, self.proj_size,
                            device=weight.device, dtype=weight.dtype)
         lstm.load_state_dict(self.state_dict())
+        _copy_requires_grad(lstm, self)
         return lstm.train(self.training)
 
-    # -- checks (nn.RNNBase's messages and exception classes) -----------------------------------
-    def _check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+    # -- checks (nn.RNNBase's / nn.LSTM's methods, messages and exception classes) ------------
+    def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
         weight_dtype = self.weight_ih_l0.dtype
-        if input.dtype != weight_dtype and not torch.is_autocast_enabled(input.device.type):
-            raise ValueError(f"input must have the type {weight_dtype}, got type {input.dtype}")
+        if input.dtype != weight_dtype and not _autocast_enabled(input.device.type):
+            raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype "
+                             f"({weight_dtype}). Convert input: input.to({weight_dtype}), or "
+                             f"convert model: model.to({input.dtype})")
         expected_dim = 2 if batch_sizes is not None else 3
         if input.dim() != expected_dim:
             raise RuntimeError(f"input must have {expected_dim} dimensions, got {input.dim()}")
@@ -167,18 +196,38 @@ class LSTM(nn.Module):
             raise RuntimeError("input.size(-1) must be equal to input_size. Expected "
                                f"{self.input_size}, got {input.size(-1)}")
 
-    def _check_hidden(self, input: Tensor, hx: Tuple[Tensor, Tensor],
-                      batch_sizes: Optional[Tensor]) -> None:
+    def get_expected_hidden_size(self, input: Tensor,
+                                 batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
         if batch_sizes is not None:
             mini_batch = int(batch_sizes[0])
         else:
             mini_batch = input.size(0) if self.batch_first else input.size(1)
-        layers = self.num_layers * self._num_directions
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        for index, (state, width) in enumerate(((hx[0], real_hidden), (hx[1], self.hidden_size))):
-            expected = (layers, mini_batch, width)
-            if tuple(state.size()) != expected:
-                raise RuntimeError(f"Expected hidden[{index}] size {expected}, got {list(state.size())}")
+        return (self.num_layers * self._num_directions, mini_batch, real_hidden)
+
+    def get_expected_cell_size(self, input: Tensor,
+                               batch_sizes: Optional[Tensor]) -> Tuple[int, int, int]:
+        layers, mini_batch, _ = self.get_expected_hidden_size(input, batch_sizes)
+        return (layers, mini_batch, self.hidden_size)
+
+    def check_hidden_size(self, hx: Tensor, expected_hidden_size: Tuple[int, int, int],
+                          msg: str = "Expected hidden size {}, got {}") -> None:
+        if hx.size() != expected_hidden_size:
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
+
+    def check_forward_args(self, input: Tensor, hidden: Tuple[Tensor, Tensor],
+                           batch_sizes: Optional[Tensor]) -> None:
+        self.check_input(input, batch_sizes)
+        self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                               "Expected hidden[0] size {}, got {}")
+        self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                               "Expected hidden[1] size {}, got {}")
+
+    def permute_hidden(self, hx: Tuple[Tensor, Tensor],
+                       permutation: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        if permutation is None:
+            return hx
+        return _apply_permutation(hx[0], permutation), _apply_permutation(hx[1], permutation)
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
@@ -202,6 +251,10 @@ class LSTM(nn.Module):
             zeros = dict(dtype=input.dtype, device=input.device)
             hx = (torch.zeros(layers, mini_batch, real_hidden, **zeros),
                   torch.zeros(layers, mini_batch, self.hidden_size, **zeros))
+            # These states have the right shape by construction; not checking them keeps packed
+            # input free of a second data-dependent read of batch_sizes[0] (which
+            # torch.compile(fullgraph=True) cannot reconcile with the first).
+            self.check_input(input, batch_sizes)
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("LSTM: expected hx to be a tuple (h_0, c_0) of two tensors, got "
@@ -218,12 +271,14 @@ class LSTM(nn.Module):
             else:
                 # Each state row must match the sequence the user passed in that position.
                 hx = (hx[0], hx[1])
-        self._check_input(input, batch_sizes)
-        if batch_sizes is None or sorted_indices is None:
-            self._check_hidden(input, hx, batch_sizes)
-        else:
-            self._check_hidden(input, hx, batch_sizes)
-            hx = (_apply_permutation(hx[0], sorted_indices), _apply_permutation(hx[1], sorted_indices))
+            # Checked before the permutation, so a wrong batch size gets the size message.
+            self.check_forward_args(input, hx, batch_sizes)
+            if not _autocast_enabled(input.device.type):
+                for index, state in enumerate(hx):  # nn.LSTM fails with a RuntimeError here too
+                    if state.dtype != input.dtype:
+                        raise RuntimeError(f"Expected hidden[{index}] to have the input's dtype "
+                                           f"{input.dtype}, got {state.dtype}")
+            hx = self.permute_hidden(hx, sorted_indices)
 
         if batch_sizes is None and self.batch_first:
             input = input.transpose(0, 1)  # the kernels are time-major; reshape copies if needed
@@ -244,6 +299,21 @@ class LSTM(nn.Module):
 
     def _run_layers(self, input: Tensor, hx: Tuple[Tensor, Tensor],
                     batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        device_type = input.device.type
+        if _autocast_enabled(device_type):
+            # DESIGN.md: cast in Python to the autocast dtype, then run with autocast off, so the
+            # ops' own GEMMs are not re-cast underneath them.
+            dtype = torch.get_autocast_dtype(device_type)
+            with torch.autocast(device_type, enabled=False):
+                return self._run_layers_cast(_autocast_cast(input, dtype),
+                                             (_autocast_cast(hx[0], dtype),
+                                              _autocast_cast(hx[1], dtype)),
+                                             batch_sizes, dtype)
+        return self._run_layers_cast(input, hx, batch_sizes, None)
+
+    def _run_layers_cast(self, input: Tensor, hx: Tuple[Tensor, Tensor],
+                         batch_sizes: Optional[Tensor],
+                         dtype: Optional[torch.dtype]) -> Tuple[Tensor, Tensor, Tensor]:
         h_n, c_n = [], []
         layer_input = input
         for layer in range(self.num_layers):
@@ -251,7 +321,8 @@ class LSTM(nn.Module):
             for direction in range(self._num_directions):
                 index = layer * self._num_directions + direction
                 names = self._all_weights[index]
-                weights = {name.split("_l")[0]: getattr(self, name) for name in names}
+                weights = {name.split("_l")[0]: _autocast_cast(getattr(self, name), dtype)
+                           for name in names}
                 output, h, c = lstm_layer(
                     layer_input, hx[0][index], hx[1][index], weights["weight_ih"],
                     weights["weight_hh"], weights.get("bias_ih"), weights.get("bias_hh"),

@@ -1,0 +1,157 @@
+"""``fused_lstm.LSTMCell``: torch.nn.LSTMCell's interface on the fused ops.
+
+One step of the cell is one call of the fused layer op with T = 1. Like ``fused_lstm.LSTM`` it
+subclasses ``nn.Module``, not ``nn.LSTMCell`` (dynamo graph-breaks on nn.RNNCellBase; see
+DESIGN.md), and keeps nn.LSTMCell's constructor, attribute and parameter names, parameter order,
+initialisation and ``state_dict`` keys, so state dicts move between the two unchanged.
+"""
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .functional import lstm_layer
+from .modules import _autocast_cast, _autocast_enabled, _copy_requires_grad
+
+
+class LSTMCell(nn.Module):
+    r"""Drop-in replacement for :class:`torch.nn.LSTMCell` running the fused CPU/CUDA kernels.
+
+    Same arguments, shapes, parameters and results as ``torch.nn.LSTMCell`` (see its
+    documentation): ``LSTMCell(input_size, hidden_size, bias=True, device=None, dtype=None)``;
+    ``forward(input, hx=None)`` takes ``input`` ``[B, I]`` (or unbatched ``[I]``) and
+    ``hx = (h_0, c_0)``, each ``[B, H]`` (or ``[H]``), zeros when ``None``, and returns
+    ``(h_1, c_1)`` with ``h_0``'s shape.
+
+    Parameters: ``weight_ih`` ``[4H, I]``, ``weight_hh`` ``[4H, H]``, ``bias_ih`` and ``bias_hh``
+    ``[4H]`` (``None`` when ``bias=False``), gate order i, f, g, o, all initialised from
+    ``U(-1/sqrt(H), 1/sqrt(H))``.
+
+    Under autocast the step runs in the autocast dtype (inputs, states and weights are cast, as
+    DESIGN.md says for the fused modules), so ``h_1``/``c_1`` come back in that dtype (CUDA
+    nn.LSTMCell does the same; CPU nn.LSTMCell returns float32 there).
+    """
+
+    __constants__ = ["input_size", "hidden_size", "bias"]
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        # Same construction (and so the same exceptions for bad sizes) as nn.RNNCellBase.
+        self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory))
+        self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -stdv, stdv)
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if "bias" in self.__dict__ and self.bias is not True:
+            s += ", bias={bias}"
+        return s.format(**self.__dict__)
+
+    # -- conversion ---------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, cell: nn.LSTMCell) -> "LSTMCell":
+        """A fused cell with ``cell``'s configuration, weights, device, dtype, mode and
+        ``requires_grad`` flags."""
+        weight = cell.weight_ih
+        fused = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device,
+                    dtype=weight.dtype)
+        fused.load_state_dict(cell.state_dict())
+        _copy_requires_grad(fused, cell)
+        return fused.train(cell.training)
+
+    def to_torch(self) -> nn.LSTMCell:
+        """A ``torch.nn.LSTMCell`` with this cell's configuration, weights, device, dtype, mode
+        and ``requires_grad`` flags."""
+        weight = self.weight_ih
+        cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=weight.device,
+                           dtype=weight.dtype)
+        cell.load_state_dict(self.state_dict())
+        _copy_requires_grad(cell, self)
+        return cell.train(self.training)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, input: Tensor,
+                hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        # Checks in nn.LSTMCell's order, with its exception classes and (where it has one that
+        # names the argument) its messages: theirs come from aten's lstm_cell.
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)):
+                raise TypeError("LSTMCell: expected hx to be a tuple (h_0, c_0) of two tensors, "
+                                f"got {type(hx).__name__}")
+            for index, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
+                                     f"{value.dim()}D instead")
+            if len(hx) != 2:
+                raise RuntimeError("lstm_cell expects two hidden states")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+
+        if hx is None:
+            # Two tensors, not one twice: dynamo cannot trace an autograd.Function that gets the
+            # same tensor as two inputs.
+            zeros = dict(dtype=input.dtype, device=input.device)
+            hx = (torch.zeros(input.size(0), self.hidden_size, **zeros),
+                  torch.zeros(input.size(0), self.hidden_size, **zeros))
+        else:
+            expected = 2 if is_batched else 1
+            if hx[0].dim() != expected or hx[1].dim() != expected:
+                kind = "batched 2-D" if is_batched else "unbatched 1-D"
+                raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
+                                   f"{expected}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) "
+                                   "tensors")
+            hx = (hx[0], hx[1]) if is_batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+
+        if input.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected "
+                               f"{self.input_size}")
+        for index, state in enumerate(hx):
+            if state.size(0) != input.size(0):
+                raise RuntimeError(f"Input batch size {input.size(0)} doesn't match "
+                                   f"hidden{index} batch size {state.size(0)}")
+            if state.size(1) != self.hidden_size:
+                raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got "
+                                   f"{state.size(1)}, expected {self.hidden_size}")
+
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        device_type = input.device.type
+        if _autocast_enabled(device_type):
+            # Run the whole step in the autocast dtype, with autocast off inside (the op's own
+            # GEMMs must not be re-cast underneath it).
+            dtype = torch.get_autocast_dtype(device_type)
+            input, h, c = (_autocast_cast(t, dtype) for t in (input, hx[0], hx[1]))
+            weights = tuple(_autocast_cast(w, dtype) if w is not None else None for w in weights)
+            with torch.autocast(device_type, enabled=False):
+                _, h_1, c_1 = lstm_layer(input.unsqueeze(0), h, c, *weights)
+        else:
+            # nn.LSTMCell raises RuntimeError for mixed dtypes (from its matmul), so do we.
+            for name, t in (("input", input), ("hx[0]", hx[0]), ("hx[1]", hx[1])):
+                if t.dtype != self.weight_ih.dtype:
+                    raise RuntimeError(f"LSTMCell: expected {name} to have the dtype of the "
+                                       f"weights ({self.weight_ih.dtype}), got {t.dtype}")
+            _, h_1, c_1 = lstm_layer(input.unsqueeze(0), hx[0], hx[1], *weights)
+
+        if not is_batched:
+            h_1, c_1 = h_1.squeeze(0), c_1.squeeze(0)
+        return h_1, c_1
