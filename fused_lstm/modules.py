@@ -282,6 +282,9 @@ class LSTM(nn.Module):
 
         if batch_sizes is None and self.batch_first:
             input = input.transpose(0, 1)  # the kernels are time-major; reshape copies if needed
+        if batch_sizes is None and input.size(0) == 0:
+            # nn.LSTM's rule (the raw op itself accepts T = 0 and returns the states unchanged).
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         output, h_n, c_n = self._run_layers(input, hx, batch_sizes)
 
         if isinstance(orig_input, PackedSequence):

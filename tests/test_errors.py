@@ -182,3 +182,12 @@ def test_constructor_errors(name):
         fused_lstm.LSTM(**kw)
     with pytest.raises(exc):  # nn.LSTM agrees on the class
         nn.LSTM(**kw)
+
+
+def test_module_rejects_empty_sequence_like_nn_lstm():
+    # nn.LSTM: RuntimeError "Expected sequence length to be larger than 0 in RNN".
+    for batch_first in (False, True):
+        m = fused_lstm.LSTM(3, 4, batch_first=batch_first)
+        x = torch.randn(2, 0, 3) if batch_first else torch.randn(0, 2, 3)
+        with pytest.raises(RuntimeError, match="sequence length"):
+            m(x)
