@@ -40,6 +40,9 @@ def main():
     print(f"fused_lstm: {'CUDA' if build_cuda else 'CPU-only'} build ({reason})", file=sys.stderr)
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # Per-ISA objects link last, so that the baseline copy of any inline function they share
+    # with other objects is the one the linker keeps (Note [CPU instruction sets]).
+    sources.sort(key=lambda path: path.endswith(("_avx2.cpp", "_avx512.cpp")))
     macros = [
         ("FUSED_LSTM_BUILD_REASON", '"' + reason.replace('"', "'") + '"'),
         ("FUSED_LSTM_ARCH_LIST", '"' + os.environ.get("TORCH_CUDA_ARCH_LIST", "") + '"'),

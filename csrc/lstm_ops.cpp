@@ -10,6 +10,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "cpu/gate_kernels.h"
+
 #ifndef FUSED_LSTM_BUILD_REASON
 #define FUSED_LSTM_BUILD_REASON "unknown"
 #endif
@@ -50,4 +52,8 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "fused_lstm compiled ops (registered under torch.ops.fused_lstm)";
   module.def("build_info", &build_info, "Facts about how this extension was built.");
+  module.def(
+      "cpu_instruction_set", [] { return std::string(fused_lstm::cpu::gate_kernels().instruction_set); },
+      "Which build of the CPU gate passes runs here: default, avx2 or avx512 (ATEN_CPU_CAPABILITY "
+      "overrides it, as for ATen's own kernels).");
 }

@@ -20,8 +20,10 @@ __version__ = "0.1.0"
 
 
 def build_info() -> dict:
-    """How the extension was built: CUDA or not (and why), arch list, versions."""
+    """How the extension was built (CUDA or not, and why; arch list; versions) and which build
+    of the CPU kernels runs on this machine."""
     info = dict(_C.build_info())
     info["torch_version"] = torch.__version__
     info["cuda_version"] = torch.version.cuda
+    info["cpu_instruction_set"] = _C.cpu_instruction_set()
     return info

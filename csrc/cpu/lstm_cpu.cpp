@@ -3,16 +3,16 @@
 // Forward, per step: the recurrent product h_prev · W_hhᵀ for all four gates as one BLAS call into
 // a preallocated buffer, then one fused, vectorised, multithreaded pass over (row, hidden unit)
 // that adds the hoisted input projection, applies sigmoid/tanh, updates c and h and writes the
-// saved gates when training. All arithmetic is in the opmath type (float for bf16/fp16), with
+// saved gates when training (csrc/cpu/gate_kernels*: built per instruction set, Note [CPU
+// instruction sets]). Backward: lstm_layer_backward_impl with the same kind of gate pass. All arithmetic is in the opmath type (float for bf16/fp16), with
 // h and c carried in it across steps; outputs are rounded to the input dtype once.
 // (A register-blocked recurrent micro-kernel with the pointwise update fused while the tile is
 // hot is the CPU-performance issue's work; BLAS is the honest baseline here.)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
-#include "kernels/lstm_math.h"
+#include "cpu/gate_kernels.h"
 #include "kernels/lstm_step.h"
 #include "lstm_common.h"
 
@@ -27,47 +27,6 @@ constexpr int64_t kHiddenChunk = 256;
 constexpr int64_t kCellsPerTask = 16384;
 
 int64_t grain_in_tasks(int64_t chunk) { return std::max<int64_t>(1, kCellsPerTask / chunk); }
-
-// Cells (b, j) for j in [j_begin, j_end) of one row: gates from pre-activations, c and h updates.
-template <typename acc_t>
-void forward_cells(const acc_t* pre, const acc_t* rec, acc_t* c_state, acc_t* h_out,
-                   acc_t* gates_out, acc_t* cells_out, int64_t H, int64_t j_begin, int64_t j_end) {
-  using Vec = at::vec::Vectorized<acc_t>;
-  const Vec one(acc_t(1));
-  auto sigmoid = [&](Vec x) { return one / (one + x.neg().exp()); };
-  int64_t j = j_begin;
-  for (; j + Vec::size() <= j_end; j += Vec::size()) {
-    const Vec i = sigmoid(Vec::loadu(pre + j) + Vec::loadu(rec + j));
-    const Vec f = sigmoid(Vec::loadu(pre + H + j) + Vec::loadu(rec + H + j));
-    const Vec g = (Vec::loadu(pre + 2 * H + j) + Vec::loadu(rec + 2 * H + j)).tanh();
-    const Vec o = sigmoid(Vec::loadu(pre + 3 * H + j) + Vec::loadu(rec + 3 * H + j));
-    const Vec c = f * Vec::loadu(c_state + j) + i * g;
-    c.store(c_state + j);
-    (o * c.tanh()).store(h_out + j);
-    if (gates_out != nullptr) {
-      i.store(gates_out + j);
-      f.store(gates_out + H + j);
-      g.store(gates_out + 2 * H + j);
-      o.store(gates_out + 3 * H + j);
-      c.store(cells_out + j);
-    }
-  }
-  for (; j < j_end; ++j) {
-    acc_t c, h;
-    const auto a = kernels::cell_forward(pre[j] + rec[j], pre[H + j] + rec[H + j],
-                                         pre[2 * H + j] + rec[2 * H + j],
-                                         pre[3 * H + j] + rec[3 * H + j], c_state[j], &c, &h);
-    c_state[j] = c;
-    h_out[j] = h;
-    if (gates_out != nullptr) {
-      gates_out[j] = a.i;
-      gates_out[H + j] = a.f;
-      gates_out[2 * H + j] = a.g;
-      gates_out[3 * H + j] = a.o;
-      cells_out[j] = c;
-    }
-  }
-}
 
 ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx,
                                      const Tensor& weight_ih, const Tensor& weight_hh,
@@ -107,6 +66,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_layer_forward_cpu", [&] {
+    const auto forward_cells = cpu::gate_kernels().forward<scalar_t>();
     const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
     for (const auto& step : schedule) {
       const int64_t rows = step.rows;
@@ -124,7 +84,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
         for (int64_t task = begin; task < end; ++task) {
           const int64_t b = task / chunks;
           const int64_t j0 = (task % chunks) * kHiddenChunk;
-          forward_cells<scalar_t>(pre_p + b * 4 * H, rec_p + b * 4 * H, c_p + b * H, h_p + b * H,
+          forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, c_p + b * H, h_p + b * H,
                                   gates_p ? gates_p + b * 4 * H : nullptr,
                                   cells_p ? cells_p + b * H : nullptr, H, j0,
                                   std::min(H, j0 + kHiddenChunk));
@@ -145,18 +105,26 @@ void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const
                             const Tensor& cells, const Tensor& cx, const Tensor& dh,
                             const Tensor& dc_carry, const Tensor& dgates) {
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_pointwise_cpu", [&] {
-    const kernels::BackwardPointwiseParams<scalar_t> p{
-        step, hidden, gates.data_ptr<scalar_t>(), cells.data_ptr<scalar_t>(),
-        cx.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dh.stride(0),
-        dc_carry.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>()};
-    const int64_t chunks = (hidden + kHiddenChunk - 1) / kHiddenChunk;
-    at::parallel_for(0, step.rows * chunks, grain_in_tasks(std::min(hidden, kHiddenChunk)),
+    const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
+    const int64_t H = hidden;
+    const scalar_t* gates_p = gates.data_ptr<scalar_t>();
+    const scalar_t* cells_p = cells.data_ptr<scalar_t>();
+    const scalar_t* cx_p = cx.data_ptr<scalar_t>();
+    const scalar_t* dh_p = dh.data_ptr<scalar_t>();
+    scalar_t* dc_p = dc_carry.data_ptr<scalar_t>();
+    scalar_t* dgates_p = dgates.data_ptr<scalar_t>();
+    const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
+    at::parallel_for(0, step.rows * chunks, grain_in_tasks(std::min(H, kHiddenChunk)),
                      [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks;
         const int64_t j0 = (task % chunks) * kHiddenChunk;
-        const int64_t j1 = std::min(hidden, j0 + kHiddenChunk);
-        for (int64_t j = j0; j < j1; ++j) kernels::backward_pointwise_element(p, b, j);
+        const int64_t row = step.row_offset + b;
+        // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
+        const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
+                                                    : cx_p + b * H;
+        backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_p + b * dh.stride(0),
+                       dc_p + b * H, dgates_p + row * 4 * H, H, j0, std::min(H, j0 + kHiddenChunk));
       }
     });
   });

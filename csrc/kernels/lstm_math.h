@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstdint>
 
+// `static`: internal linkage, so the per-instruction-set CPU builds (csrc/cpu/gate_kernels_*.cpp)
+// each keep their own copy and the linker can never hand an AVX-512 copy to an AVX2 machine.
 #if defined(__CUDACC__)
-#define FUSED_LSTM_HD __host__ __device__ __forceinline__
+#define FUSED_LSTM_HD static __host__ __device__ __forceinline__
 #else
-#define FUSED_LSTM_HD inline
+#define FUSED_LSTM_HD static inline
 #endif
 
 namespace fused_lstm {

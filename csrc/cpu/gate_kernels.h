@@ -1,0 +1,65 @@
+// The CPU gate passes, built once per x86 instruction set and picked at run time.
+//
+// Note [CPU instruction sets]
+// The extension is compiled for the baseline x86-64 ISA (never -march=native: others install
+// it), where at::vec::Vectorized falls back to scalar loops and sigmoid/tanh become scalar libm
+// calls; measured at T=100 B=64 H=512 that gate pass cost 1.8 ms of a 2.4 ms step, three times
+// the recurrent GEMM. So gate_kernels_impl.h is compiled three times: default, AVX2+FMA and
+// AVX-512 (gate_kernels_{default,avx2,avx512}.cpp, each with `#pragma GCC target` and ATen's
+// CPU_CAPABILITY macros, which put at::vec in a namespace of its own), and gate_kernels() picks
+// the table matching at::get_cpu_capability() -- the same choice, and the same ATEN_CPU_CAPABILITY
+// override, as ATen's own kernels. Sleef's vector exp/tanh come from libtorch_cpu.
+#pragma once
+
+#include <cstdint>
+
+namespace fused_lstm {
+namespace cpu {
+
+// Forward cells (b, j), j in [j_begin, j_end), of one batch row: pre (input projection + biases)
+// and rec (h_prev · W_hhᵀ) rows [4H] -> activated gates, c (in place), h; gates_out/cells_out
+// (rows of the saved workspace) may be null.
+template <typename acc_t>
+using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, acc_t* c_state, acc_t* h_out,
+                                acc_t* gates_out, acc_t* cells_out, int64_t hidden,
+                                int64_t j_begin, int64_t j_end);
+
+// Backward cells of one batch row: saved gates [4H], c_t, c_{t-1}, dh (gradient reaching
+// o * tanh(c)) -> pre-activation gradients [4H]; dc_carry is updated in place (c_t -> c_{t-1}).
+template <typename acc_t>
+using BackwardCellsFn = void (*)(const acc_t* gates, const acc_t* c, const acc_t* c_prev,
+                                 const acc_t* dh, acc_t* dc_carry, acc_t* dgates, int64_t hidden,
+                                 int64_t j_begin, int64_t j_end);
+
+struct GateKernels {
+  const char* instruction_set;
+  ForwardCellsFn<float> forward_float;
+  ForwardCellsFn<double> forward_double;
+  BackwardCellsFn<float> backward_float;
+  BackwardCellsFn<double> backward_double;
+
+  template <typename acc_t>
+  ForwardCellsFn<acc_t> forward() const;
+  template <typename acc_t>
+  BackwardCellsFn<acc_t> backward() const;
+};
+
+template <>
+inline ForwardCellsFn<float> GateKernels::forward<float>() const { return forward_float; }
+template <>
+inline ForwardCellsFn<double> GateKernels::forward<double>() const { return forward_double; }
+template <>
+inline BackwardCellsFn<float> GateKernels::backward<float>() const { return backward_float; }
+template <>
+inline BackwardCellsFn<double> GateKernels::backward<double>() const { return backward_double; }
+
+// One table per build; an ISA this compiler or CPU cannot target returns the default table.
+const GateKernels& gate_kernels_default();
+const GateKernels& gate_kernels_avx2();
+const GateKernels& gate_kernels_avx512();
+
+// The table for this CPU (chosen once).
+const GateKernels& gate_kernels();
+
+}  // namespace cpu
+}  // namespace fused_lstm

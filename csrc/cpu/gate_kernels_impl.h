@@ -1,0 +1,90 @@
+// The CPU gate passes. Included once per instruction set by gate_kernels_{default,avx2,avx512}.cpp
+// after they define CPU_CAPABILITY (Note [CPU instruction sets]); no include guard on purpose.
+#include <ATen/cpu/vec/vec.h>
+
+#include "cpu/gate_kernels.h"
+#include "kernels/lstm_math.h"
+
+namespace fused_lstm {
+namespace cpu {
+namespace CPU_CAPABILITY {  // DEFAULT, AVX2 or AVX512: one set of symbols per build
+
+template <typename acc_t>
+void forward_cells(const acc_t* pre, const acc_t* rec, acc_t* c_state, acc_t* h_out,
+                   acc_t* gates_out, acc_t* cells_out, int64_t H, int64_t j_begin, int64_t j_end) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  const Vec one(acc_t(1));
+  auto sigmoid = [&](Vec x) { return one / (one + x.neg().exp()); };
+  int64_t j = j_begin;
+  for (; j + Vec::size() <= j_end; j += Vec::size()) {
+    const Vec i = sigmoid(Vec::loadu(pre + j) + Vec::loadu(rec + j));
+    const Vec f = sigmoid(Vec::loadu(pre + H + j) + Vec::loadu(rec + H + j));
+    const Vec g = (Vec::loadu(pre + 2 * H + j) + Vec::loadu(rec + 2 * H + j)).tanh();
+    const Vec o = sigmoid(Vec::loadu(pre + 3 * H + j) + Vec::loadu(rec + 3 * H + j));
+    const Vec c = f * Vec::loadu(c_state + j) + i * g;
+    c.store(c_state + j);
+    (o * c.tanh()).store(h_out + j);
+    if (gates_out != nullptr) {
+      i.store(gates_out + j);
+      f.store(gates_out + H + j);
+      g.store(gates_out + 2 * H + j);
+      o.store(gates_out + 3 * H + j);
+      c.store(cells_out + j);
+    }
+  }
+  for (; j < j_end; ++j) {
+    acc_t c, h;
+    const auto a = kernels::cell_forward(pre[j] + rec[j], pre[H + j] + rec[H + j],
+                                         pre[2 * H + j] + rec[2 * H + j],
+                                         pre[3 * H + j] + rec[3 * H + j], c_state[j], &c, &h);
+    c_state[j] = c;
+    h_out[j] = h;
+    if (gates_out != nullptr) {
+      gates_out[j] = a.i;
+      gates_out[H + j] = a.f;
+      gates_out[2 * H + j] = a.g;
+      gates_out[3 * H + j] = a.o;
+      cells_out[j] = c;
+    }
+  }
+}
+
+// Vectorised kernels::cell_backward (same formulas, same order of operations).
+template <typename acc_t>
+void backward_cells(const acc_t* gates, const acc_t* c_row, const acc_t* c_prev_row,
+                    const acc_t* dh_row, acc_t* dc_carry, acc_t* dgates, int64_t H,
+                    int64_t j_begin, int64_t j_end) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  const Vec one(acc_t(1));
+  int64_t j = j_begin;
+  for (; j + Vec::size() <= j_end; j += Vec::size()) {
+    const Vec i = Vec::loadu(gates + j), f = Vec::loadu(gates + H + j);
+    const Vec g = Vec::loadu(gates + 2 * H + j), o = Vec::loadu(gates + 3 * H + j);
+    const Vec tanh_c = Vec::loadu(c_row + j).tanh();
+    const Vec dh = Vec::loadu(dh_row + j);
+    const Vec dc = Vec::loadu(dc_carry + j) + dh * o * (one - tanh_c * tanh_c);
+    (dc * g * i * (one - i)).store(dgates + j);
+    (dc * Vec::loadu(c_prev_row + j) * f * (one - f)).store(dgates + H + j);
+    (dc * i * (one - g * g)).store(dgates + 2 * H + j);
+    (dh * tanh_c * o * (one - o)).store(dgates + 3 * H + j);
+    (dc * f).store(dc_carry + j);
+  }
+  for (; j < j_end; ++j) {
+    const kernels::Gates<acc_t> a{gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j]};
+    acc_t d_pre[kernels::kNumGates];
+    dc_carry[j] = kernels::cell_backward(a, c_row[j], c_prev_row[j], dh_row[j], dc_carry[j], d_pre);
+    dgates[j] = d_pre[0];
+    dgates[H + j] = d_pre[1];
+    dgates[2 * H + j] = d_pre[2];
+    dgates[3 * H + j] = d_pre[3];
+  }
+}
+
+inline GateKernels make_gate_kernels(const char* instruction_set) {
+  return {instruction_set, &forward_cells<float>, &forward_cells<double>, &backward_cells<float>,
+          &backward_cells<double>};
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace fused_lstm
