@@ -21,9 +21,14 @@ def _apply_permutation(tensor: Tensor, permutation: Tensor, dim: int = 1) -> Ten
     return tensor.index_select(dim, permutation)
 
 
+# Device types with an autocast mode. torch.is_autocast_enabled raises for the others (meta, ...);
+# a constant set rather than torch.amp.is_autocast_available, which dynamo cannot trace on torch
+# 2.11 (a graph break under torch.compile(fullgraph=True)).
+_AUTOCAST_DEVICE_TYPES = frozenset({"cpu", "cuda", "xpu", "mps", "hpu", "mtia", "xla", "ipu"})
+
+
 def _autocast_enabled(device_type: str) -> bool:
-    # torch.is_autocast_enabled raises for device types without autocast (meta, ...).
-    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return device_type in _AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)
 
 
 def _autocast_cast(tensor: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
