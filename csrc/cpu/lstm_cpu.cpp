@@ -56,7 +56,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
 
   // Buffers for the whole sequence, allocated once (no per-step allocation).
   Tensor out = at::empty({N, P}, acc);
-  Tensor h_state = hx.to(acc_type).contiguous().clone();
+  const Tensor hx_acc = hx.to(acc_type).contiguous();
+  Tensor h_joined;  // only for steps whose rows start from both out and hx (see h_prev below)
   Tensor c_state = cx.to(acc_type).contiguous().clone();
   Tensor rec = at::empty({B, 4 * H}, acc);
   Tensor h_unprojected = s.has_proj ? at::empty({B, H}, acc) : Tensor();
@@ -70,8 +71,23 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
     for (const auto& step : schedule) {
       const int64_t rows = step.rows;
+      // h_prev is read where it already is (Note [Row layout and step schedule]): the previous
+      // processed step's rows of `out`, hx at the first step, and both only where a reverse
+      // packed step starts new sequences (rows > prev_rows): then joined into one buffer.
+      Tensor h_prev;
+      if (step.prev_rows >= rows) {
+        h_prev = out.narrow(0, step.prev_row_offset, rows);
+      } else if (step.prev_rows == 0) {
+        h_prev = hx_acc.narrow(0, 0, rows);
+      } else {
+        if (!h_joined.defined()) h_joined = at::empty({B, P}, acc);
+        h_joined.narrow(0, 0, step.prev_rows).copy_(out.narrow(0, step.prev_row_offset, step.prev_rows));
+        h_joined.narrow(0, step.prev_rows, rows - step.prev_rows)
+            .copy_(hx_acc.narrow(0, step.prev_rows, rows - step.prev_rows));
+        h_prev = h_joined.narrow(0, 0, rows);
+      }
       Tensor rec_rows = rec.narrow(0, 0, rows);
-      at::mm_out(rec_rows, h_state.narrow(0, 0, rows), w_hh_t);
+      at::mm_out(rec_rows, h_prev, w_hh_t);
       const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
       const scalar_t* rec_p = rec.data_ptr<scalar_t>();
       scalar_t* c_p = c_state.data_ptr<scalar_t>();
@@ -90,9 +106,10 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                   std::min(H, j0 + kHiddenChunk));
         }
       });
-      Tensor out_rows = out.narrow(0, step.row_offset, rows);
-      if (s.has_proj) at::mm_out(out_rows, h_unprojected.narrow(0, 0, rows), w_hr_t);
-      h_state.narrow(0, 0, rows).copy_(out_rows);
+      if (s.has_proj) {
+        Tensor out_rows = out.narrow(0, step.row_offset, rows);
+        at::mm_out(out_rows, h_unprojected.narrow(0, 0, rows), w_hr_t);
+      }
     }
   });
 
