@@ -4,8 +4,9 @@
 // a preallocated buffer, then one fused, vectorised, multithreaded pass over (row, hidden unit)
 // that adds the hoisted input projection, applies sigmoid/tanh, updates c and h and writes the
 // saved gates when training (csrc/cpu/gate_kernels*: built per instruction set, Note [CPU
-// instruction sets]). Backward: lstm_layer_backward_impl with the same kind of gate pass. All arithmetic is in the opmath type (float for bf16/fp16), with
-// h and c carried in it across steps; outputs are rounded to the input dtype once.
+// instruction sets]). Backward: lstm_layer_backward_impl with the same kind of gate pass.
+// All arithmetic is in the opmath type (float for bf16/fp16), with h and c carried in it across
+// steps; outputs are rounded to the input dtype once.
 // (A register-blocked recurrent micro-kernel with the pointwise update fused while the tile is
 // hot is the CPU-performance issue's work; BLAS is the honest baseline here.)
 #include <ATen/ATen.h>
@@ -18,8 +19,6 @@
 
 namespace fused_lstm {
 namespace {
-
-using kernels::kNumGates;
 
 // Pointwise work is split into (row, chunk of hidden units) tasks; below this many cells per task
 // the threads' start-up costs more than it saves.
@@ -101,9 +100,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
           const int64_t b = task / chunks;
           const int64_t j0 = (task % chunks) * kHiddenChunk;
           forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, c_p + b * H, h_p + b * H,
-                                  gates_p ? gates_p + b * 4 * H : nullptr,
-                                  cells_p ? cells_p + b * H : nullptr, H, j0,
-                                  std::min(H, j0 + kHiddenChunk));
+                        gates_p ? gates_p + b * 4 * H : nullptr, cells_p ? cells_p + b * H : nullptr,
+                        H, j0, std::min(H, j0 + kHiddenChunk));
         }
       });
       if (s.has_proj) {
