@@ -16,13 +16,13 @@
 namespace fused_lstm {
 namespace cpu {
 
-// Forward cells (b, j), j in [j_begin, j_end), of one batch row: pre (input projection + biases)
-// and rec (h_prev · W_hhᵀ) rows [4H] -> activated gates, c (in place), h; gates_out/cells_out
-// (rows of the saved workspace) may be null.
+// Forward cells (b, j), j in [j_begin, j_end), of one batch row: pre (x · W_ihᵀ) and rec
+// (h_prev · W_hhᵀ) rows [4H] plus bias (b_ih + b_hh, [4H]; zeros without biases) -> activated
+// gates, c (in place), h; gates_out/cells_out (rows of the saved workspace) may be null.
 template <typename acc_t>
-using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, acc_t* c_state, acc_t* h_out,
-                                acc_t* gates_out, acc_t* cells_out, int64_t hidden,
-                                int64_t j_begin, int64_t j_end);
+using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, const acc_t* bias,
+                                acc_t* c_state, acc_t* h_out, acc_t* gates_out, acc_t* cells_out,
+                                int64_t hidden, int64_t j_begin, int64_t j_end);
 
 // Backward cells of one batch row: saved gates [4H], c_t, c_{t-1}, dh (gradient reaching
 // o * tanh(c)) -> pre-activation gradients [4H]; dc_carry is updated in place (c_t -> c_{t-1}).

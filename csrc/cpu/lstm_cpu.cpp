@@ -45,11 +45,12 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const auto acc_type = opmath_type(dtype);
   const auto acc = input.options().dtype(acc_type);
 
-  // Hoisted input projection for all steps, biases folded in: one GEMM.
+  // Hoisted input projection for all steps: one GEMM. The biases are added in the gate pass
+  // (folding them in with addmm costs a [N, 4H] broadcast copy: 12 ms of 150 at T=100 B=64 H=512).
   const Tensor x = input.reshape({N, s.input}).to(acc_type);
-  const Tensor w_ih_t = weight_ih.to(acc_type).t();
-  const Tensor pre = s.has_bias ? at::addmm(bias_ih->to(acc_type) + bias_hh->to(acc_type), x, w_ih_t)
-                                : at::mm(x, w_ih_t);
+  const Tensor pre = at::mm(x, weight_ih.to(acc_type).t());
+  const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
+                                 : at::zeros({4 * H}, acc);
   const Tensor w_hh_t = weight_hh.to(acc_type).t();
   const Tensor w_hr_t = s.has_proj ? weight_hr->to(acc_type).t() : Tensor();
 
@@ -89,6 +90,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
       at::mm_out(rec_rows, h_prev, w_hh_t);
       const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
       const scalar_t* rec_p = rec.data_ptr<scalar_t>();
+      const scalar_t* bias_p = bias.data_ptr<scalar_t>();
       scalar_t* c_p = c_state.data_ptr<scalar_t>();
       scalar_t* h_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>()
                                  : out.data_ptr<scalar_t>() + step.row_offset * P;
@@ -99,7 +101,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
         for (int64_t task = begin; task < end; ++task) {
           const int64_t b = task / chunks;
           const int64_t j0 = (task % chunks) * kHiddenChunk;
-          forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, c_p + b * H, h_p + b * H,
+          forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, bias_p, c_p + b * H, h_p + b * H,
                         gates_p ? gates_p + b * 4 * H : nullptr, cells_p ? cells_p + b * H : nullptr,
                         H, j0, std::min(H, j0 + kHiddenChunk));
         }
