@@ -231,17 +231,23 @@ BackwardResult lstm_layer_backward_impl(
               at::IntArrayRef(out_shape), ", got ", output.sizes());
 
   const bool want_input = output_mask[0], want_weights = output_mask[1];
-  Tensor grad_input = want_input ? at::zeros_like(input, at::MemoryFormat::Contiguous) : at::empty({0}, with_dtype);
-  Tensor grad_w_ih = want_weights ? at::zeros_like(weight_ih, at::MemoryFormat::Contiguous) : at::empty({0}, with_dtype);
-  Tensor grad_w_hh = want_weights ? at::zeros_like(weight_hh, at::MemoryFormat::Contiguous) : at::empty({0}, with_dtype);
-  Tensor grad_bias = want_weights && has_bias ? at::zeros({4 * H}, with_dtype) : at::empty({0}, with_dtype);
-  Tensor grad_w_hr = want_weights && s.has_proj ? at::zeros_like(*weight_hr, at::MemoryFormat::Contiguous)
-                                                : at::empty({0}, with_dtype);
-  if (N == 0) {
-    return {grad_input,
-            defined(grad_hy) ? grad_hy->clone() : at::zeros_like(hx, at::MemoryFormat::Contiguous),
-            defined(grad_cy) ? grad_cy->clone() : at::zeros_like(cx, at::MemoryFormat::Contiguous),
-            grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
+  // Results not asked for (output_mask) or not applicable (no bias, no projection) are empty,
+  // each its own tensor (outputs of an op must not alias).
+  auto nothing = [&] { return at::empty({0}, with_dtype); };
+  Tensor grad_input = nothing(), grad_w_ih = nothing(), grad_w_hh = nothing(),
+         grad_bias = nothing(), grad_w_hr = nothing();
+  if (N == 0) {  // nothing ran: the states pass their gradients through, weights get zeros
+    auto zeros_like = [](const Tensor& t) { return at::zeros_like(t, at::MemoryFormat::Contiguous); };
+    if (want_input) grad_input = zeros_like(input);
+    if (want_weights) {
+      grad_w_ih = zeros_like(weight_ih);
+      grad_w_hh = zeros_like(weight_hh);
+      if (has_bias) grad_bias = at::zeros({4 * H}, with_dtype);
+      if (s.has_proj) grad_w_hr = zeros_like(*weight_hr);
+    }
+    return {grad_input, defined(grad_hy) ? grad_hy->clone() : zeros_like(hx),
+            defined(grad_cy) ? grad_cy->clone() : zeros_like(cx), grad_w_ih, grad_w_hh, grad_bias,
+            grad_w_hr};
   }
   TORCH_CHECK(gates.numel() == N * 4 * H && cells.numel() == N * H, op,
               ": gates/cells workspace missing or of the wrong size: run lstm_layer_forward with "

@@ -7,8 +7,11 @@
 # - torch: installs torch==2.13.0 (a CPU wheel on the dev/CI machines) ONLY when `import torch`
 #   fails. An installed torch is always kept: the GPU machines have torch 2.11 built for CUDA and
 #   no network, and the extension must be built against the torch it will run with.
-# - numpy, pybind11, ninja, pytest, setuptools, wheel: installed only when missing, so a machine
-#   that has them all (the GPU machines) never calls pip for them.
+# - numpy, pybind11, ninja, pytest, setuptools, wheel, matplotlib, tqdm: installed only when
+#   missing, so a machine that has them all (the GPU machines) never calls pip for them.
+#   matplotlib: benchmark plots (benchmarks/plot.py; tests/test_benchmark_cli.py requires it);
+#   tqdm: the benchmark's progress bar. The build does not need these two, so failing to
+#   install them (e.g. no network) is a warning, not an error; the build still runs.
 # - Then `pip install --no-build-isolation --no-deps -e .` from the repo root (no build isolation:
 #   an isolated build would pull a different torch than the one installed).
 # Env: PYTHON (default python3), FUSED_LSTM_FORCE_CPU=1 (CPU-only build), TORCH_CUDA_ARCH_LIST.
@@ -42,6 +45,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   "$py" -m pip install -q "${missing[@]}"
 else
   say "numpy pybind11 ninja pytest setuptools wheel: all present"
+fi
+
+# benchmark tools (not needed to build)
+missing=()
+for mod in matplotlib tqdm; do
+  has_module "$mod" || missing+=("$mod")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing missing benchmark packages: ${missing[*]}"
+  "$py" -m pip install -q "${missing[@]}" ||
+    say "WARNING: could not install ${missing[*]}: benchmark plots and tests/test_benchmark_cli.py need them"
+else
+  say "matplotlib tqdm: present"
 fi
 
 # torch.utils.cpp_extension runs `ninja` from PATH; a pip-installed ninja lives in the Python's
