@@ -32,6 +32,23 @@ if [ ! -x "$cuda_home/bin/nvcc" ]; then
 fi
 export CUDA_HOME=$cuda_home
 
+# The venv with torch's CUDA wheel, at the path the shared tool uses too (CUDA_CHECK_VENV is
+# honoured by both). Made here so that it also holds what the test suite needs beyond the tool's
+# own list -- matplotlib and tqdm, for tests/test_benchmark_cli.py -- when CUDA_CHECK_TESTS=1.
+torch_version=${CUDA_CHECK_TORCH:-2.11.0}
+venv=${CUDA_CHECK_VENV:-$HOME/.cache/cuda-build-check/torch-$torch_version}
+export CUDA_CHECK_TORCH=$torch_version CUDA_CHECK_VENV=$venv
+if ! "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+  echo "cuda_build_check: making $venv (PyTorch $torch_version built for CUDA 13.0, ~5 GB; first run only)"
+  rm -rf "$venv"; python3 -m venv "$venv"
+  # --isolated: the machine's pip settings may prefer a local CPU-only torch wheel; we need CUDA's.
+  "$venv/bin/pip" --isolated install -q "torch==$torch_version" numpy ninja pybind11 setuptools \
+    wheel pytest hypothesis matplotlib tqdm
+fi
+if [ -n "${CUDA_CHECK_TESTS:-}" ] && ! "$venv/bin/python" -c "import matplotlib, tqdm" 2>/dev/null; then
+  "$venv/bin/pip" --isolated install -q matplotlib tqdm
+fi
+
 shared_tool="$root/../shared/tools/cuda-build-check"
 if [ -f "$shared_tool" ]; then
   echo "cuda_build_check: using $shared_tool (CUDA_HOME=$CUDA_HOME)"
@@ -40,17 +57,7 @@ fi
 
 # ---- inline version of the same steps ----
 proj=$root
-torch_version=${CUDA_CHECK_TORCH:-2.11.0}
-venv=${CUDA_CHECK_VENV:-$HOME/.cache/cuda-build-check/torch-$torch_version}
 arch=${TORCH_CUDA_ARCH_LIST:-9.0}
-
-if ! "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
-  echo "cuda_build_check: making $venv (PyTorch $torch_version built for CUDA 13.0, ~5 GB; first run only)"
-  rm -rf "$venv"; python3 -m venv "$venv"
-  # --isolated: the machine's pip settings may prefer a local CPU-only torch wheel; we need CUDA's.
-  "$venv/bin/pip" --isolated install -q "torch==$torch_version" numpy ninja pybind11 setuptools \
-    wheel pytest hypothesis
-fi
 # The CUDA library headers (cuBLAS, cuDNN, ...) come with the wheel's nvidia-* packages.
 nv_include=$("$venv/bin/python" -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cu13', 'include'))")
 

@@ -36,8 +36,9 @@ def load(name, path):
 
 
 def run_cli(*args, timeout=120):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, BENCH, "--device", "cpu", *args], cwd=ROOT, env=env,
+    # The installed fused_lstm (editable or not) is the one under test, as for the other tests;
+    # putting the source tree first on PYTHONPATH would shadow a non-editable install's _C.
+    return subprocess.run([sys.executable, BENCH, "--device", "cpu", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
