@@ -99,6 +99,8 @@ PY
 )
 if [ -n "${CUDA_CHECK_TESTS:-}" ] && [ -d "$work/tests" ]; then
   echo "-- CPU tests against this build (torch $torch_version)"
-  "$venv/bin/python" -m pytest -q -x --import-mode=importlib -p no:cacheprovider "$work/tests"
+  # From $work/run: `python -m` puts the working directory first on sys.path, and the repo root
+  # may hold an in-place build for another torch in fused_lstm/.
+  (cd "$work/run" && "$venv/bin/python" -m pytest -q -x --import-mode=importlib -p no:cacheprovider "$work/tests")
 fi
 echo "cuda_build_check: OK"
