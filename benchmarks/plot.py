@@ -110,6 +110,18 @@ def _title(result: dict) -> str:
             f"torch {result.get('torch_version', '?')}, commit {commit}")
 
 
+def _finish_figure(fig, result: dict, handles, labels, per_row: int, path: str) -> str:
+    """Title, a shared legend below the panels (per_row entries a row), save and close."""
+    fig.suptitle(_title(result), fontsize=9)
+    fig.legend(handles, labels, loc="lower center", ncol=min(per_row, max(1, len(labels))),
+               fontsize=7, frameon=False)
+    rows_of_legend = (len(labels) + per_row - 1) // per_row
+    fig.tight_layout(rect=(0, min(0.45, 0.05 * rows_of_legend + 0.03), 1, 0.95))
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_speedup_vs_H(result: dict, path: str, impl: str = "fused") -> str | None:
     rows = [r for r in result["rows"] if _impl_result(r, impl).get("ratio")]
     if not rows:
@@ -151,14 +163,7 @@ def plot_speedup_vs_H(result: dict, path: str, impl: str = "fused") -> str | Non
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.suptitle(_title(result), fontsize=9)
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))),
-               fontsize=7, frameon=False)
-    rows_of_legend = (len(labels) + 3) // 4
-    fig.tight_layout(rect=(0, min(0.45, 0.05 * rows_of_legend + 0.03), 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_figure(fig, result, handles, labels, per_row=4, path=path)
 
 
 def plot_time_per_step_vs_T(result: dict, path: str) -> str | None:
@@ -213,14 +218,7 @@ def plot_time_per_step_vs_T(result: dict, path: str) -> str | None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("time per step (µs) = median / T")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.suptitle(_title(result), fontsize=9)
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))),
-               fontsize=7, frameon=False)
-    rows_of_legend = (len(labels) + 2) // 3
-    fig.tight_layout(rect=(0, min(0.45, 0.05 * rows_of_legend + 0.03), 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish_figure(fig, result, handles, labels, per_row=3, path=path)
 
 
 def make_plots(result: dict, out_dir: str, stem: str, impl: str = "fused") -> list[str]:
