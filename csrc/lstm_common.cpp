@@ -153,36 +153,40 @@ std::vector<StepRows> make_step_schedule(const LayerShape& shape,
   return schedule;
 }
 
+Tensor host_index_buffer(at::IntArrayRef sizes, at::Device device) {
+  return at::empty(sizes, at::TensorOptions(at::kLong).pinned_memory(device.is_cuda()));
+}
+
 Tensor final_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device) {
-  Tensor index = at::empty({batch}, at::kLong);
+  Tensor index = host_index_buffer({batch}, device);
   int64_t* last = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
     for (const auto b : c10::irange(step.rows)) last[b] = step.row_offset + b;
   }
-  return index.to(device);
+  return index.to(device, /*non_blocking=*/true);
 }
 
 Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device) {
-  Tensor index = at::full({batch}, -1, at::kLong);
+  Tensor index = host_index_buffer({batch}, device).fill_(-1);
   int64_t* first = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
     for (const auto b : c10::irange(step.rows)) {
       if (first[b] < 0) first[b] = step.row_offset + b;
     }
   }
-  return index.to(device);
+  return index.to(device, /*non_blocking=*/true);
 }
 
 Tensor previous_row_index(const std::vector<StepRows>& schedule, int64_t tokens, int64_t batch,
                           at::Device device) {
-  Tensor index = at::empty({tokens}, at::kLong);
+  Tensor index = host_index_buffer({tokens}, device);
   int64_t* source = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
     for (const auto b : c10::irange(step.rows)) {
       source[step.row_offset + b] = b < step.prev_rows ? batch + step.prev_row_offset + b : b;
     }
   }
-  return index.to(device);
+  return index.to(device, /*non_blocking=*/true);
 }
 
 std::vector<int64_t> per_token_shape(const LayerShape& shape, int64_t width) {

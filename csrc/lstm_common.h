@@ -86,6 +86,10 @@ struct BackwardKernels {
   BackwardRecurrenceFn fused_recurrence;       // optional (nullptr): used when there is no projection
 };
 
+// A host int64 buffer to fill and then copy to `device` with non_blocking=true: pinned when the
+// device is CUDA, so the copy is asynchronous (a pageable copy waits for the stream to drain).
+Tensor host_index_buffer(at::IntArrayRef sizes, at::Device device);
+
 // [B] row index of each sequence's first processed step (the step that consumed hx).
 Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device);
 

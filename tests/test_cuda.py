@@ -39,6 +39,7 @@ SHAPES = {
     "H33-packed": dict(I=6, H=33, lengths=[2, 5, 1, 4, 4], enforce_sorted=False),
     "H128-packed-rev-proj": dict(I=16, H=128, P=32, lengths=[9, 7, 7, 3, 1], reverse=True),
     "H64-nostate": dict(T=6, B=4, I=8, H=64, with_state=False),
+    "H40-B24": dict(T=4, B=24, I=8, H=40),
 }
 
 
@@ -329,15 +330,18 @@ def test_cuda_build_info():
 
 
 # ------------------------------------------------------------------------------------------------
-# Recurrence kernels: persistent (one cooperative launch) and per-step, each forced in turn
+# Recurrence kernels: persistent (one cooperative launch), per-step, and the generic backward
+# loop, each forced in turn. Batches of at most 8 take the small-batch split-K SIMT forward tile
+# (fp32/fp64), larger ones the 16 x 16 tile (H512-B64, H40-B24).
 # ------------------------------------------------------------------------------------------------
-ALGO_SHAPES = ["H7", "H257", "H512-B64", "H1024-B8-T32", "H33-rev", "H33-packed", "H64-nostate"]
+ALGO_SHAPES = ["H7", "H257", "H512-B64", "H1024-B8-T32", "H33-rev", "H33-packed", "H64-nostate",
+               "H40-B24"]
 
 
 @pytest.mark.parametrize("shape", ALGO_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
                          ids=["f32", "f16", "bf16"])
-@pytest.mark.parametrize("algo", ["step", "persistent"])
+@pytest.mark.parametrize("algo", ["step", "persistent", "generic"])
 def test_cuda_algorithm_error_rule(algo, dtype, shape, monkeypatch, no_tf32):
     monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
     _error_rule(dtype, shape)

@@ -5,15 +5,19 @@
 // (Note [Persistent sequence kernels]) or, where its grid cannot be resident, one fused step
 // kernel per time step (Note [Fused forward step]). With a projection, a cuBLAS GEMM per step maps
 // o * tanh(c) to h, so that case always runs per step.
-// Backward: lstm_layer_backward_impl: the reverse recurrence is the generic per-step loop
-// (cuBLAS carry GEMM + pointwise kernel) or, when asked for and there is no projection, the fused
-// CUDA kernel (persistent, or one launch per step). Weight gradients are single cuBLAS GEMMs.
-// Everything runs on the current stream of input's device.
+// Backward: lstm_layer_backward_impl: without projection the reverse recurrence is one fused
+// CUDA launch (half/bfloat16: the tensor-core persistent kernel, Note [Tensor-core backward
+// recurrence]); otherwise, or where that kernel does not fit, the generic per-step loop (cuBLAS
+// carry GEMM + pointwise kernel, launched from the host every step). Weight gradients are single
+// cuBLAS GEMMs. Everything runs on the current stream of input's device.
 //
 // FUSED_LSTM_CUDA_ALGO picks the recurrence kernels (read per call):
-//   auto (default)  forward: persistent where its grid fits, else per step; backward: generic loop
-//   persistent      forward as auto; backward: fused persistent kernel where it fits, else per step
+//   auto (default)  forward: persistent where its grid fits, else per step; backward: tensor-core
+//                   persistent (half types) where it fits, else the generic loop
+//   persistent      as auto, but fp32/fp64 (and half types where the tensor-core kernel does not
+//                   fit) use the SIMT persistent backward, then its per-step launches
 //   step            forward and backward: fused kernels, one launch per step
+//   generic         forward as auto; backward: always the generic per-step loop
 // FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -47,23 +51,26 @@ typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // FUSED_LSTM_CUDA_ALGO, read per call (tests switch it). See the note at the top of this file.
-enum class Algorithm { kAuto, kPersistent, kStep };
+enum class Algorithm { kAuto, kPersistent, kStep, kGeneric };
 
 Algorithm cuda_algorithm() {
   const char* algo = std::getenv("FUSED_LSTM_CUDA_ALGO");
   if (algo == nullptr || std::strcmp(algo, "auto") == 0) return Algorithm::kAuto;
   if (std::strcmp(algo, "persistent") == 0) return Algorithm::kPersistent;
+  if (std::strcmp(algo, "generic") == 0) return Algorithm::kGeneric;
   TORCH_CHECK_VALUE(std::strcmp(algo, "step") == 0,
-                    "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent or step, got '", algo, "'");
+                    "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent, step or generic, got '",
+                    algo, "'");
   return Algorithm::kStep;
 }
 
-// The step schedule in device memory, for the persistent kernels (StepRows is 4 int64).
+// The step schedule in device memory, for the persistent kernels (StepRows is 4 int64); an
+// asynchronous copy (host_index_buffer).
 Tensor schedule_on_device(const std::vector<StepRows>& schedule, at::Device device) {
   static_assert(sizeof(StepRows) == 4 * sizeof(int64_t), "StepRows must be four packed int64");
-  const Tensor host = at::from_blob(const_cast<StepRows*>(schedule.data()),
-                                    {static_cast<int64_t>(schedule.size()), 4}, at::kLong);
-  return host.to(device);  // copies before `schedule` can go away
+  Tensor host = host_index_buffer({static_cast<int64_t>(schedule.size()), 4}, device);
+  std::memcpy(host.data_ptr<int64_t>(), schedule.data(), schedule.size() * sizeof(StepRows));
+  return host.to(device, /*non_blocking=*/true);
 }
 
 // The current device's limits for launch configuration, and FUSED_LSTM_CUDA_K_CHUNK (Note [K staging]).
@@ -146,7 +153,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
       }
     }
     kernels::ForwardStepLaunch launch{};
-    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, tensor_cores, vector_loads, limits, &launch)));
+    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, B, tensor_cores, vector_loads, limits, &launch)));
     for (const auto& step : schedule) {
       p.step = step;
       C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, stream));
@@ -174,17 +181,22 @@ void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, cons
   });
 }
 
-// The fused reverse recurrence without projection (see BackwardRecurrenceFn). Only when asked
-// for: measured on H100/H200 (benchmarks/results/cuda-*-20261126*), its SIMT carry GEMM (two
-// shared-memory loads per FMA, 8 warps per SM) costs ~100 us a step at H=512, twice the generic
-// loop's cuBLAS carry GEMM + pointwise kernel, so `auto` keeps the generic loop until the fused
-// kernel does its carry on tensor cores.
+// The fused reverse recurrence without projection (see BackwardRecurrenceFn), per
+// FUSED_LSTM_CUDA_ALGO (top of this file). Measured on H100/H200 (benchmarks/results/cuda-*-20261126*):
+// the SIMT kernels' carry GEMM (two shared-memory loads per FMA) costs ~100 us a step at H=512,
+// twice the generic loop's cuBLAS carry GEMM + pointwise kernel, so `auto` uses them for no dtype;
+// it takes the tensor-core persistent kernel for half types and the generic loop otherwise.
 bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
   const Algorithm algorithm = cuda_algorithm();
-  if (algorithm == Algorithm::kAuto) return false;
+  const bool tensor_cores = at::cuda::getCurrentDeviceProperties()->major >= 8;
+  const bool half_type = a.weight_hh.scalar_type() == at::kHalf || a.weight_hh.scalar_type() == at::kBFloat16;
+  if (algorithm == Algorithm::kGeneric || (algorithm == Algorithm::kAuto && !(half_type && tensor_cores))) {
+    return false;
+  }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Tensor device_schedule = schedule_on_device(a.schedule, a.dgates.device());
   const Tensor w_hh = a.weight_hh.contiguous();
+  bool ran = false;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w_hh.scalar_type(), "lstm_backward_recurrence_cuda", [&] {
     using cuda_t = typename CudaType<scalar_t>::type;
     using acc_t = at::opmath_type<scalar_t>;
@@ -200,10 +212,21 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.cx = a.cx.data_ptr<acc_t>();
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
+    const kernels::DeviceLimits limits = device_limits();
+    if (algorithm != Algorithm::kStep && tensor_cores) {
+      const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, limits, stream);
+      if (err != cudaErrorCooperativeLaunchTooLarge) {
+        C10_CUDA_CHECK(err);
+        ran = true;
+        return;
+      }
+    }
+    if (algorithm == Algorithm::kAuto) return;  // the generic loop
     C10_CUDA_CHECK((kernels::launch_backward_recurrence<cuda_t, acc_t>(
-        p, a.batch, algorithm == Algorithm::kPersistent, device_limits(), stream)));
+        p, a.batch, algorithm == Algorithm::kPersistent, limits, stream)));
+    ran = true;
   });
-  return true;
+  return ran;
 }
 
 BackwardResult lstm_layer_backward_cuda(
