@@ -10,6 +10,9 @@
 #   grid_barrier_probe.cu)
 # Stage time boxes add up to under 600 s, one device call.
 # Usage (repo root, on a machine with a GPU):  bash benchmarks/gpu_check.sh
+#   GPU_CHECK_QUICK=1: a ~3-minute subset for the end of a device budget: test_cuda.py only,
+#   memcheck and racecheck on the quick sanitizer cases, the gpu suite (inference and fwd+bwd)
+#   with shorter timing, no generic-loop comparison, no probes, no synccheck.
 # Stages are time-boxed and independent: a failing stage is reported and the next one still runs;
 # the exit status is non-zero if any stage failed.
 set -uo pipefail
@@ -19,6 +22,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 PY=${PYTHON:-python3}
+QUICK=${GPU_CHECK_QUICK:-0}
 status=0
 summary="$OUT/summary.txt"
 : >"$summary"
@@ -54,7 +58,11 @@ grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$OUT/buil
     printf "%-70.70s %s | %s\n", k, r, s}' | sort -u | c++filt >>"$summary" || true
 (cd /tmp && $PY -c "import fused_lstm; print(fused_lstm.build_info())") | tee -a "$summary"
 
-stage tests 110 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py tests/test_layer_parity.py
+if [ "$QUICK" = 1 ]; then
+  stage tests 60 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py
+else
+  stage tests 110 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py tests/test_layer_parity.py
+fi
 tail -n 3 "$OUT/tests.log" | tee -a "$summary"
 
 # memcheck on every kernel variant; racecheck/synccheck (shared-memory hazards, barriers) on one
@@ -69,6 +77,15 @@ sanitize() {  # sanitize TOOL SECONDS [ARGS]
   tail -n 3 "$OUT/sanitizer-$tool.tmp" | tee -a "$summary"
   rm -f "$OUT/sanitizer-$tool.tmp"
 }
+if [ "$QUICK" = 1 ]; then
+  sanitize memcheck 25 --quick
+  sanitize racecheck 40 --quick
+  stage benchmark 50 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.15 \
+    --modes inference,fwdbwd --json "$OUT/bench.json"
+  tail -n 30 "$OUT/bench.log"
+  echo "status=$status (quick)" | tee -a "$summary"
+  exit $status
+fi
 sanitize memcheck 45
 
 stage benchmark 90 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \

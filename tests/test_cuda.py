@@ -357,6 +357,36 @@ def test_cuda_narrow_k_chunks_error_rule(algo, dtype, shape, monkeypatch, no_tf3
     _error_rule(dtype, shape)
 
 
+# float32 on tensor cores (Note [Tensor-core precision]): 3xTF32 must keep fp32-level error (the
+# rule against cuDNN with TF32 off); TF32 is held to cuDNN's own TF32 error (TF32 on both sides).
+FP32_SHAPES = ["H257", "H512-B64", "H1024-B8-T32", "H33-packed", "H40-B24"]
+
+
+@pytest.mark.parametrize("shape", FP32_SHAPES)
+@pytest.mark.parametrize("mode", ["3xtf32", "simt"])
+@pytest.mark.parametrize("algo", ["auto", "step"])
+def test_cuda_fp32_modes_error_rule(algo, mode, shape, monkeypatch, no_tf32):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
+    monkeypatch.setenv("FUSED_LSTM_CUDA_FP32", mode)
+    _error_rule(torch.float32, shape)
+
+
+@pytest.fixture
+def with_tf32():
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.parametrize("shape", FP32_SHAPES)
+@pytest.mark.parametrize("mode", ["auto", "tf32"])
+def test_cuda_fp32_tf32_error_rule(mode, shape, monkeypatch, with_tf32):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_FP32", mode)
+    _error_rule(torch.float32, shape)
+
+
 @pytest.mark.parametrize("algo", ["step", "persistent"])
 def test_cuda_algorithm_fp64_packed_reverse(algo, monkeypatch):
     monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
@@ -382,7 +412,8 @@ def test_cuda_persistent_falls_back_when_grid_too_large(no_tf32):
 
 
 @pytest.mark.parametrize("name,value", [("FUSED_LSTM_CUDA_ALGO", "fastest"),
-                                        ("FUSED_LSTM_CUDA_K_CHUNK", "-3")])
+                                        ("FUSED_LSTM_CUDA_K_CHUNK", "-3"),
+                                        ("FUSED_LSTM_CUDA_FP32", "fp16")])
 def test_cuda_tuning_env_is_validated(name, value, monkeypatch):
     monkeypatch.setenv(name, value)
     x = torch.randn(2, 1, 3, device="cuda")

@@ -6,19 +6,25 @@
 // kernel per time step (Note [Fused forward step]). With a projection, a cuBLAS GEMM per step maps
 // o * tanh(c) to h, so that case always runs per step.
 // Backward: lstm_layer_backward_impl: without projection the reverse recurrence is one fused
-// CUDA launch (half/bfloat16: the tensor-core persistent kernel, Note [Tensor-core backward
-// recurrence]); otherwise, or where that kernel does not fit, the generic per-step loop (cuBLAS
-// carry GEMM + pointwise kernel, launched from the host every step). Weight gradients are single
-// cuBLAS GEMMs. Everything runs on the current stream of input's device.
+// CUDA launch (half, bfloat16, float: the tensor-core persistent kernel, Note [Tensor-core
+// backward recurrence]); otherwise, or where that kernel does not fit, the generic per-step loop
+// (cuBLAS carry GEMM + pointwise kernel, launched from the host every step). Weight gradients are
+// single cuBLAS GEMMs. Everything runs on the current stream of input's device.
 //
 // FUSED_LSTM_CUDA_ALGO picks the recurrence kernels (read per call):
 //   auto (default)  forward: persistent where its grid fits, else per step; backward: tensor-core
-//                   persistent (half types) where it fits, else the generic loop
-//   persistent      as auto, but fp32/fp64 (and half types where the tensor-core kernel does not
-//                   fit) use the SIMT persistent backward, then its per-step launches
+//                   persistent (half types, float) where it fits, else the generic loop
+//   persistent      as auto, but where the tensor-core backward does not apply or fit (double,
+//                   FUSED_LSTM_CUDA_FP32=simt) the SIMT persistent backward, then its per-step launches
 //   step            forward and backward: fused kernels, one launch per step
 //   generic         forward as auto; backward: always the generic per-step loop
-// FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
+// FUSED_LSTM_CUDA_FP32 picks how float32 recurrences multiply (read per call):
+//   auto (default)  tensor cores: TF32 when torch.backends.cudnn.allow_tf32 is on (what nn.LSTM's
+//                   cuDNN call follows; on by default), else 3xTF32 (fp32-level error);
+//                   batches <= 8 keep the split-K SIMT forward tile
+//   tf32 / 3xtf32   tensor cores with that precision, whatever the flag says
+//   simt            the FMA kernels (forward SIMT tiles; backward generic loop under auto)
+// (Note [Tensor-core precision]). FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -62,6 +68,32 @@ Algorithm cuda_algorithm() {
                     "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent, step or generic, got '",
                     algo, "'");
   return Algorithm::kStep;
+}
+
+// FUSED_LSTM_CUDA_FP32, read per call. See the note at the top of this file.
+struct Fp32Math {
+  bool tensor_cores;  // float recurrences on tensor cores (when the GPU has them)
+  bool split_tf32;    // 3xTF32 rather than TF32
+};
+
+Fp32Math fp32_math() {
+  const char* mode = std::getenv("FUSED_LSTM_CUDA_FP32");
+  if (mode == nullptr || std::strcmp(mode, "auto") == 0) {
+    return {true, !at::globalContext().allowTF32CuDNN()};
+  }
+  if (std::strcmp(mode, "tf32") == 0) return {true, false};
+  if (std::strcmp(mode, "3xtf32") == 0) return {true, true};
+  TORCH_CHECK_VALUE(std::strcmp(mode, "simt") == 0,
+                    "fused_lstm: FUSED_LSTM_CUDA_FP32 must be auto, tf32, 3xtf32 or simt, got '", mode, "'");
+  return {false, false};
+}
+
+// Whether this dtype's recurrence runs on tensor cores: half types from sm_80, float from sm_80
+// unless FUSED_LSTM_CUDA_FP32=simt, double never.
+bool use_tensor_cores(at::ScalarType dtype, const Fp32Math& fp32) {
+  if (at::cuda::getCurrentDeviceProperties()->major < 8) return false;
+  if (dtype == at::kHalf || dtype == at::kBFloat16) return true;
+  return dtype == at::kFloat && fp32.tensor_cores;
 }
 
 // The step schedule in device memory, for the persistent kernels (StepRows is 4 int64); an
@@ -119,8 +151,8 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  // Tensor cores for half/bfloat16 from sm_80 (wmma bf16 needs it); SIMT FMA otherwise.
-  const bool tensor_cores = at::cuda::getCurrentDeviceProperties()->major >= 8;
+  const Fp32Math fp32 = fp32_math();
+  const bool tensor_cores = use_tensor_cores(dtype, fp32);
   const kernels::DeviceLimits limits = device_limits();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lstm_layer_forward_cuda", [&] {
@@ -139,6 +171,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     p.gates_ws = save_workspace ? gates.data_ptr<acc_t>() : nullptr;
     p.cells_ws = save_workspace ? cells.data_ptr<acc_t>() : nullptr;
     p.h_unprojected = s.has_proj ? cuda_ptr<scalar_t>(h_unprojected) : nullptr;
+    p.split_tf32 = fp32.split_tf32;
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
     const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
                               aligned_16(p.hx) && aligned_16(p.output);
@@ -185,14 +218,14 @@ void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, cons
 // FUSED_LSTM_CUDA_ALGO (top of this file). Measured on H100/H200 (benchmarks/results/cuda-*-20261126*):
 // the SIMT kernels' carry GEMM (two shared-memory loads per FMA) costs ~100 us a step at H=512,
 // twice the generic loop's cuBLAS carry GEMM + pointwise kernel, so `auto` uses them for no dtype;
-// it takes the tensor-core persistent kernel for half types and the generic loop otherwise.
+// it takes the tensor-core persistent kernel (11.8 us a step at H=512 B=64 bf16 on an H200, vs
+// 33.9 for the generic loop: benchmarks/results/cuda-h200-step-probe-v4-*) and the generic loop
+// where that does not apply (double, FUSED_LSTM_CUDA_FP32=simt) or fit.
 bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
   const Algorithm algorithm = cuda_algorithm();
-  const bool tensor_cores = at::cuda::getCurrentDeviceProperties()->major >= 8;
-  const bool half_type = a.weight_hh.scalar_type() == at::kHalf || a.weight_hh.scalar_type() == at::kBFloat16;
-  if (algorithm == Algorithm::kGeneric || (algorithm == Algorithm::kAuto && !(half_type && tensor_cores))) {
-    return false;
-  }
+  const Fp32Math fp32 = fp32_math();
+  const bool tensor_cores = use_tensor_cores(a.weight_hh.scalar_type(), fp32);
+  if (algorithm == Algorithm::kGeneric || (algorithm == Algorithm::kAuto && !tensor_cores)) return false;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Tensor device_schedule = schedule_on_device(a.schedule, a.dgates.device());
   const Tensor w_hh = a.weight_hh.contiguous();
@@ -212,6 +245,7 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.cx = a.cx.data_ptr<acc_t>();
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
+    p.split_tf32 = fp32.split_tf32;
     const kernels::DeviceLimits limits = device_limits();
     if (algorithm != Algorithm::kStep && tensor_cores) {
       const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, limits, stream);
