@@ -371,15 +371,6 @@ def test_cuda_fp32_modes_error_rule(algo, mode, shape, monkeypatch, no_tf32):
     _error_rule(torch.float32, shape)
 
 
-@pytest.fixture
-def with_tf32():
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 @pytest.mark.parametrize("shape", FP32_SHAPES)
 @pytest.mark.parametrize("mode", ["auto", "tf32"])
 def test_cuda_fp32_tf32_error_rule(mode, shape, monkeypatch, with_tf32):
