@@ -323,6 +323,35 @@ def test_cuda_opcheck(dtype, packed):
     torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, bargs)
 
 
+def test_cuda_torch_compile_reduce_overhead():
+    """mode="reduce-overhead" (CUDA graphs): the ops are tagged cudagraph_unsafe, so inductor
+    leaves their graph out of CUDA graphs and the compiled module still matches eager, in
+    forward and backward, over repeated calls (when graphs would be recorded and replayed)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    fused = fused_lstm.LSTM(8, 16, num_layers=2, bidirectional=True, device="cuda")
+    compiled = torch.compile(fused, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):
+        x = torch.randn(5, 3, 8, device="cuda", requires_grad=True)
+        out, (h, c) = compiled(x)
+        g, = torch.autograd.grad(out.sum() + h.sum() + c.sum(), x)
+        x_ref = x.detach().requires_grad_()
+        out_ref, (h_ref, c_ref) = fused(x_ref)
+        g_ref, = torch.autograd.grad(out_ref.sum() + h_ref.sum() + c_ref.sum(), x_ref)
+        for got, want in ((out, out_ref), (h, h_ref), (c, c_ref), (g, g_ref)):
+            assert_close(got, want, tol=1e-5, name="reduce-overhead")
+
+
+def test_cuda_graph_capture_is_refused_clearly():
+    fused = fused_lstm.LSTM(8, 16, device="cuda")
+    x = torch.randn(5, 3, 8, device="cuda")
+    fused(x)  # warm-up outside capture
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="CUDA graph capture is not supported"):
+        with torch.cuda.graph(graph):
+            fused(x)
+
+
 def test_cuda_build_info():
     info = fused_lstm.build_info()
     assert info["cuda_built"] is True

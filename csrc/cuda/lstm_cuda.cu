@@ -30,6 +30,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/library.h>
 
 #include <cuda_bf16.h>
@@ -96,6 +97,15 @@ bool use_tensor_cores(at::ScalarType dtype, const Fp32Math& fp32) {
   return dtype == at::kFloat && fp32.tensor_cores;
 }
 
+// The ops copy host-built schedules and indices to the device on every call, so a captured CUDA
+// graph would replay those copies from host buffers that have been reused since: refuse capture
+// (the ops are also tagged cudagraph_unsafe, csrc/lstm_ops.cpp, so torch.compile does not try).
+void check_not_capturing(const char* op) {
+  TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None, op,
+              ": CUDA graph capture is not supported (the op copies its step schedule from host "
+              "memory on every call); run it outside torch.cuda.graph / CUDA-graph capture");
+}
+
 // The step schedule in device memory, for the persistent kernels (StepRows is 4 int64); an
 // asynchronous copy (host_index_buffer).
 Tensor schedule_on_device(const std::vector<StepRows>& schedule, at::Device device) {
@@ -129,6 +139,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  check_not_capturing("fused_lstm.lstm_layer_forward");
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
@@ -270,6 +281,7 @@ BackwardResult lstm_layer_backward_cuda(
     const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
     const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
   const c10::cuda::CUDAGuard device_guard(input.device());
+  check_not_capturing("fused_lstm.lstm_layer_backward");
   return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
                                   weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
                                   gates, cells, output_mask,
