@@ -84,6 +84,9 @@ using BackwardRecurrenceFn = bool (*)(const BackwardRecurrenceArgs& args);
 struct BackwardKernels {
   BackwardPointwiseFn pointwise;               // required
   BackwardRecurrenceFn fused_recurrence;       // optional (nullptr): used when there is no projection
+  // Run the carry and weight/input-gradient GEMMs in the input dtype (bf16 on CPUs with bf16
+  // dot products, Note [bfloat16 GEMMs on CPU]) rather than in the opmath type.
+  bool input_dtype_gemms = false;
 };
 
 // A host int64 buffer to fill and then copy to `device` with non_blocking=true: pinned when the
