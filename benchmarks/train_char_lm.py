@@ -34,11 +34,12 @@ keys), and both train on the same windows. The two implementations run step by s
 own copy of the random number generator state, started from the same seed, so the dropout masks
 are the same whichever one runs (on CPU both draw the inter-layer masks the same way; cuDNN's
 dropout has its own generator, so on CUDA the masks differ). Each step is synchronised and timed
-on its own: per implementation, tokens/s = tokens of the timed steps / their time (the first
---warmup steps, which allocate and pick kernels, are left out), the median time of a whole
-training step (data, forward, loss, backward, clipping, optimiser), and the wall-clock time that
-implementation used (its steps and its validations), which the validation curve is plotted
-against.
+on its own. Per implementation: tokens/s = tokens of the timed steps / their time (the first
+--warmup steps, which allocate and pick kernels, are left out; a throughput, so stalls from
+other work on a shared machine count), the median and IQR of the time of a whole training step
+(data, forward, loss, backward, clipping, optimiser) and the tokens/s at that median (robust to
+such stalls), and the wall-clock time that implementation used (its steps and its
+validations), which the validation curve is plotted against.
 
 Memory: the bytes that one training forward saves for backward (autograd's saved tensors, not
 counting the parameters), and on CUDA the peak memory allocated during a training step above what
@@ -230,6 +231,13 @@ def build_models(impls: list[str], p: Preset, seed: int, device: torch.device) -
     return models
 
 
+# PyTorch's autocast wrapper for cuDNN RNNs (aten/src/ATen/cudnn/AutocastRNN.cpp) casts to
+# float16 whatever the autocast dtype, so under --amp bf16 on CUDA nn.LSTM runs in fp16, and
+# with no GradScaler its small gradients can underflow. fused_lstm runs the autocast dtype.
+CUDA_BF16_NOTE = ("under CUDA autocast nn.LSTM (cuDNN) runs in float16 whatever the autocast "
+                  "dtype, so with --amp bf16 it trains in fp16 without loss scaling")
+
+
 def amp_context(amp: str, device: torch.device):
     if amp == "none":
         return contextlib.nullcontext()
@@ -308,6 +316,13 @@ def saved_for_backward(counter: dict, exclude: set[int]):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield
     counter["bytes"] = sum(seen.values())
+
+
+def iqr(values: list[float]) -> float:
+    if len(values) < 4:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return q[2] - q[0]
 
 
 class Trainer:
@@ -404,7 +419,9 @@ class Trainer:
             "module": IMPLS[self.impl],
             "steps": len(self.step_s),
             "tokens_per_s": tokens_per_step * len(timed) / sum(timed),
+            "tokens_per_s_median_step": tokens_per_step / statistics.median(timed),
             "step_ms_median": 1e3 * statistics.median(timed),
+            "step_ms_iqr": 1e3 * iqr(timed),
             "train_s": sum(self.step_s),
             "wall_s": self.wall_s,
             "final_val_loss": self.val_curve[-1]["val_loss"] if self.val_curve else None,
@@ -413,6 +430,7 @@ class Trainer:
             "saved_for_backward_bytes": self.saved["bytes"],
             "cuda_peak_step_bytes": self.cuda_peak if self.device.type == "cuda" else None,
             "checkpoint": self.checkpoint_path,
+            "step_ms": [round(1e3 * t, 3) for t in self.step_s],
         }
 
 
@@ -585,14 +603,17 @@ def plot_curves(result: dict, path: str) -> str:
 
 
 def table(result: dict) -> list[str]:
-    mem = "CUDA peak MB / step" if result["device"].startswith("cuda") else "saved for bwd MB"
-    lines = [f"| implementation | steps | tokens/s | step ms (median) | train s | wall s | "
-             f"final val loss | {mem} |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    """Markdown: per implementation, throughput, step time, times, final loss and memory."""
+    cuda = result["device"].startswith("cuda")
+    mem = "CUDA peak MB / step" if cuda else "saved for bwd MB"
+    lines = ["| implementation | steps | tokens/s | tokens/s at median step | step ms median "
+             f"[IQR] | train s | wall s | final val loss | {mem} |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["impls"].values():
-        m = r["cuda_peak_step_bytes"] if result["device"].startswith("cuda") else r[
-            "saved_for_backward_bytes"]
+        m = r["cuda_peak_step_bytes"] if cuda else r["saved_for_backward_bytes"]
         lines.append(f"| {r['module']} | {r['steps']} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['step_ms_median']:.1f} | {r['train_s']:.1f} | {r['wall_s']:.1f} | "
+                     f"{r['tokens_per_s_median_step']:,.0f} | {r['step_ms_median']:.1f} "
+                     f"[{r['step_ms_iqr']:.1f}] | {r['train_s']:.1f} | {r['wall_s']:.1f} | "
                      f"{r['final_val_loss']:.4f} | {bench.fmt_mb(m)} |")
     return lines
 
@@ -724,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
     all_val_rows = as_rows(val, p.val_batch, device)[:, :p.val_tokens // p.val_batch + 1]
     val_rows = shard(all_val_rows, rank, world, "--val-batch")
     tokens_per_step = p.batch * p.bptt  # global
+    notes = [CUDA_BF16_NOTE] if (args.amp == "bf16" and device.type == "cuda"
+                                 and "torch" in impls) else []
+    for note in notes:
+        say(f"note: {note}")
     say(f"preset {args.preset}: {dataclasses.asdict(p)}; amp {args.amp}; {world} process(es); "
         f"{len(windows(train_rows.size(1), p.bptt))} windows of {p.bptt} per epoch")
 
@@ -756,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
                   seed=args.seed, weight_decay=args.weight_decay, clip=args.clip,
                   warmup_steps=args.warmup, world_size=world,
                   backend=dist.get_backend() if distributed else None,
-                  tokens_per_step=tokens_per_step, corpus=corpus,
+                  tokens_per_step=tokens_per_step, corpus=corpus, notes=notes,
                   tf32={"matmul": torch.backends.cuda.matmul.allow_tf32,
                         "cudnn": torch.backends.cudnn.allow_tf32},
                   argv=sys.argv[1:] if argv is None else list(argv),
