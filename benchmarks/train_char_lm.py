@@ -110,7 +110,7 @@ class Preset:
     bptt: int  # window length (time steps per training step)
     steps: int
     lr: float
-    val_every: int  # steps between validations (and checkpoints)
+    val_every: int  # steps between validations (and, by default, checkpoints)
     val_tokens: int  # bytes of the validation stream that a validation reads
     val_batch: int
     train_bytes: int | None  # caps on the corpus (None: everything)
@@ -300,9 +300,9 @@ def generate(model: CharLM, prompt: bytes, length: int, amp: str, device: torch.
 
 @contextlib.contextmanager
 def saved_for_backward(counter: dict, exclude: set[int]):
-    """Adds to counter["bytes"] the unique storages autograd saves for backward while active
-    (parameters, listed in exclude, not counted). Tensors are kept alive until the end so that
-    no storage is freed and counted twice."""
+    """Sets counter["bytes"] to the bytes of the unique storages that autograd saves for
+    backward while active (the parameters' storages, in exclude, not counted). The tensors are
+    kept alive until the end, so that no storage is freed, reused and counted twice."""
     seen: dict[int, int] = {}
     keep = []
 
