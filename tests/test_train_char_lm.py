@@ -1,6 +1,7 @@
 """benchmarks/train_char_lm.py end to end on CPU: the tiny preset with both implementations
 (JSON, PNG, loss agreement, checkpoint interchange), a 2-process gloo run against one process on
-the same global batch, bf16 autocast, argument errors and the corpus split. About 30 s on 2 cores.
+the same global batch, bf16 autocast, argument errors and the corpus split. 30-50 s on 2 shared
+cores.
 """
 import importlib.util
 import json
@@ -104,9 +105,9 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
     # dropout 0: the ranks' dropout masks cannot match one process's.
     args = ("--impl", "fused_lstm", "--dropout", "0", "--no-interchange")
     one, _, _ = single(tmp_path / "one", *args)
-    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2"]
-    two, _, proc = run([*env_cmd, SCRIPT], tmp_path / "two", *args)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2"]
+    two, _, proc = run([*torchrun, SCRIPT], tmp_path / "two", *args)
     assert two["world_size"] == 2 and two["backend"] == "gloo"
     assert proc.stdout.count("| fused_lstm.LSTM |") == 1  # rank 0 alone reports
     a, b = one["impls"]["fused_lstm"], two["impls"]["fused_lstm"]
