@@ -359,6 +359,8 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
+    """HEAD (with -dirty when tracked files changed); in a copy of the tree without git metadata
+    (e.g. on a device machine) $FUSED_LSTM_GIT_COMMIT when set, else "unknown"."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10)
@@ -368,7 +370,7 @@ def git_commit() -> str:
             return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    return "unknown"
+    return os.environ.get("FUSED_LSTM_GIT_COMMIT") or "unknown"
 
 
 def safe_build_info() -> dict:
@@ -395,6 +397,50 @@ def device_slug(env: dict) -> str:
         return "cpu"
     m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Za-z]?)\b", env["device_name"] or "")
     return "cuda-" + (m.group(1).lower() if m else "gpu")
+
+
+def environment(device: torch.device, info: dict) -> dict:
+    """What a result file records about where it ran: device, CPU and threads, versions, the
+    commit, fused_lstm's build and compiled module, and the 1-minute load average (other work on
+    a shared CPU makes timings noisy)."""
+    cuda = device.type == "cuda"
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "fused_lstm_build_info": info,
+        "fused_lstm_extension": extension_file(),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def describe_environment(env: dict) -> list[str]:
+    """The lines a run prints about environment(): device, CPU, versions, build, and a warning
+    when the load average says other work shares the CPU."""
+    info = env["fused_lstm_build_info"]
+    lines = [f"device: {env['device']} ({env['device_name']})",
+             f"cpu: {env['cpu_model']} (capability {env['cpu_capability']}), "
+             f"torch threads: {env['threads']} of {env['cpu_count']} CPUs",
+             f"torch {env['torch_version']}, CUDA {env['cuda_version']}"
+             + (f", cuDNN {env['cudnn_version']}" if env["cudnn_version"] else "")
+             + f", python {env['python_version']}, commit {env['git_commit'][:12]}",
+             f"fused_lstm build: cuda_built={info.get('cuda_built')} ({info.get('why', '')}), "
+             f"cpu kernels: {info.get('cpu_instruction_set')}"]
+    load = env["load_average_1min"]
+    if load is not None and load > 0.5 * (env["cpu_count"] or 1):
+        lines.append(f"WARNING: load average {load:.1f} on {env['cpu_count']} cores: other work "
+                     "is running, CPU timings will be noisy and ratios unreliable")
+    return lines
 
 
 @contextlib.contextmanager
@@ -997,45 +1043,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    env = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
-        "cpu_model": cpu_model(),
-        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
-        "mkldnn_available": torch.backends.mkldnn.is_available(),
-        "python_version": platform.python_version(),
-        "git_commit": git_commit(),
-        "fused_lstm_build_info": info,
-        "fused_lstm_extension": extension_file(),
-        "suite": suite_name,
-        "impls": [i.name for i in impls],
-        "modes": list(modes),
-        "cuda_algo_env": os.environ.get(ALGO_ENV),
-        "repeat_seconds": args.repeat_seconds,
-        "argv": sys.argv[1:] if argv is None else list(argv),
-        "timestamp": now.isoformat(timespec="seconds"),
-    }
-    print(f"device: {env['device']} ({env['device_name']})")
-    print(f"cpu: {env['cpu_model']} (capability {env['cpu_capability']}), "
-          f"torch threads: {env['threads']} of {env['cpu_count']} CPUs")
-    print(f"torch {env['torch_version']}, CUDA {env['cuda_version']}"
-          + (f", cuDNN {env['cudnn_version']}" if env["cudnn_version"] else "")
-          + f", python {env['python_version']}, commit {env['git_commit'][:12]}")
-    print(f"fused_lstm build: cuda_built={info.get('cuda_built')} ({info.get('why', '')}), "
-          f"cpu kernels: {info.get('cpu_instruction_set')}")
+    env = dict(environment(device, info), suite=suite_name, impls=[i.name for i in impls],
+               modes=list(modes), cuda_algo_env=os.environ.get(ALGO_ENV),
+               repeat_seconds=args.repeat_seconds,
+               argv=sys.argv[1:] if argv is None else list(argv),
+               timestamp=now.isoformat(timespec="seconds"))
+    for line in describe_environment(env):
+        print(line)
     if cuda and env["cuda_algo_env"]:
         print(f"{ALGO_ENV}={env['cuda_algo_env']} (from the environment): `fused` runs it")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    env["load_average_1min"] = load
-    if load is not None and load > 0.5 * (os.cpu_count() or 1):
-        print(f"WARNING: load average {load:.1f} on {os.cpu_count()} cores: other work is "
-              "running, CPU timings will be noisy and ratios unreliable")
     mem_note = ("peak MB: CUDA memory allocated during one call" if cuda else
                 "saved MB: bytes saved for backward by one forward (forward/fwdbwd rows)")
     print(f"suite: {suite_name} ({len(configs)} configs); times: median [IQR] ms; "
