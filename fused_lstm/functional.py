@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 import torch
 import torch.autograd.forward_ad as _fwad
 from torch import Tensor
-from torch._C._functorch import maybe_current_level
+from torch._C._functorch import maybe_current_level, unwrap_if_dead
 
 from . import _ops
 from .reference import lstm_layer_reference, lstm_layer_reference_jvp
@@ -299,7 +299,24 @@ def lstm_layer(
     if cx is None:
         cx = input.new_zeros((batch, hidden))
     args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
-    # Dynamo cannot trace a custom jvp: compiled code runs the class without it.
-    function = _LSTMLayerFunctionBase if torch.compiler.is_compiling() else LSTMLayerFunction
-    output, hy, cy, _, _ = function.apply(*args, batch_sizes, reverse, _requires_grad(args))
+    args = (*args, batch_sizes, reverse, _requires_grad(args))
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace a custom jvp: compiled code runs the class without it.
+        output, hy, cy, _, _ = _LSTMLayerFunctionBase.apply(*args)
+    elif torch._C._are_functorch_transforms_active():
+        output, hy, cy, _, _ = LSTMLayerFunction.apply(*args)
+    else:
+        output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
     return output, hy, cy
+
+
+def _apply_outside_transforms(function, args):
+    """``function.apply(*args)`` without its per-call ``inspect.signature`` binding.
+
+    With a ``setup_context``, ``torch.autograd.Function.apply`` binds the arguments to
+    ``forward``'s signature on every call (about 20 us, as much as a small layer's whole step);
+    ours are always complete and positional. Outside torch.func transforms it then only unwraps
+    dead functorch wrappers and calls the C++ apply, which this does directly.
+    """
+    args = tuple(unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args)
+    return super(torch.autograd.Function, function).apply(*args)
