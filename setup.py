@@ -7,9 +7,13 @@ building in an isolated environment would compile against a different torch than
 runs it.
 """
 
+from __future__ import annotations
+
 import glob
 import os
+import re
 import shutil
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -18,6 +22,30 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def nvcc_version(nvcc: str) -> str | None:
+    """'13.0' from `nvcc --version` ("... release 13.0, V13.0.88"), or None if it cannot tell."""
+    try:
+        text = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+)\.(\d+)", text)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def check_cuda_versions(nvcc: str) -> None:
+    """Fails the build, saying what to do, when nvcc's CUDA major version differs from the one
+    torch was built with: the extension would not load (or not link) against that torch."""
+    found = nvcc_version(nvcc)
+    wanted = torch.version.cuda
+    if found is None or found.split(".")[0] == wanted.split(".")[0]:
+        return
+    sys.exit(
+        f"fused_lstm: nvcc at {nvcc} is CUDA {found}, but torch {torch.__version__} was built with "
+        f"CUDA {wanted}. Either point CUDA_HOME at a CUDA {wanted.split('.')[0]}.x toolkit, install "
+        f"a torch built for CUDA {found.split('.')[0]}.x, or build without CUDA: "
+        f"FUSED_LSTM_FORCE_CPU=1 pip install --no-build-isolation .")
 
 
 def cuda_build_decision():
@@ -29,6 +57,7 @@ def cuda_build_decision():
     nvcc = os.path.join(CUDA_HOME, "bin", "nvcc") if CUDA_HOME else shutil.which("nvcc")
     if not nvcc or not os.path.exists(nvcc):
         return False, "nvcc not found (set CUDA_HOME)"
+    check_cuda_versions(nvcc)
     return True, f"torch CUDA {torch.version.cuda}, nvcc at {nvcc}"
 
 

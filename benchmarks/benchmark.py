@@ -13,6 +13,8 @@ Implementations (--impls), all holding the same weights and fed the same inputs:
                     FUSED_LSTM_CUDA_ALGO says when it is set in the environment, else auto)
   fused_persistent  CUDA only: fused_lstm.LSTM with FUSED_LSTM_CUDA_ALGO=persistent
   fused_step        CUDA only: fused_lstm.LSTM with FUSED_LSTM_CUDA_ALGO=step
+  fused_generic     CUDA only: fused_lstm.LSTM with FUSED_LSTM_CUDA_ALGO=generic (the backward's
+                    per-step cuBLAS loop; shows what the persistent backward kernel gains)
   reference         fused_lstm.lstm_layer_reference (the tests' oracle, a plain PyTorch step
                     loop with autograd through it), run layer by layer and direction by direction
                     over nn.LSTM's own parameters, so it covers every config nn.LSTM does
@@ -113,6 +115,8 @@ IMPLS = {
                              ((ALGO_ENV, "persistent"),), cuda_only=True),
     "fused_step": Impl("fused_step", "fused[step]", "fused", ((ALGO_ENV, "step"),),
                        cuda_only=True),
+    "fused_generic": Impl("fused_generic", "fused[generic]", "fused", ((ALGO_ENV, "generic"),),
+                          cuda_only=True),
     "reference": Impl("reference", "reference", "reference"),
 }
 

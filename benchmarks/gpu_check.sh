@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # One GPU verification run, in one call: build with CUDA, run the CUDA tests, run
 # compute-sanitizer (memcheck, racecheck, synccheck) on a small forward+backward, and benchmark
-# against torch.nn.LSTM (cuDNN). Everything lands under $OUT (default ./gpu-out), in seven files
-# (the device tool returns at most eight):
+# against torch.nn.LSTM (cuDNN), then probe the per-step cost. Everything lands under $OUT
+# (default ./gpu-out), in eight files (the device tool returns at most eight):
 #   summary.txt (environment, per-stage status, registers/spills)  build.log  tests.log
-#   sanitizer.log  bench.log  bench.json  bench-step.json (per-step kernels forced)
+#   sanitizer.log  bench.log (tables + probe output)  bench.json
+#   bench-generic.json (fwd+bwd with the generic backward loop forced, against cuDNN)
+#   probe.json (us per step, fused vs cuDNN, and the grid barrier's cost: gpu_step_probe.py,
+#   grid_barrier_probe.cu)
 # Stage time boxes add up to under 600 s, one device call.
 # Usage (repo root, on a machine with a GPU):  bash benchmarks/gpu_check.sh
+#   GPU_CHECK_QUICK=1: a ~3-minute subset for the end of a device budget: test_cuda.py only,
+#   memcheck and racecheck on the quick sanitizer cases, the gpu suite (inference and fwd+bwd)
+#   with shorter timing, no generic-loop comparison, no probes, no synccheck.
 # Stages are time-boxed and independent: a failing stage is reported and the next one still runs;
 # the exit status is non-zero if any stage failed.
 set -uo pipefail
@@ -16,6 +22,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 PY=${PYTHON:-python3}
+QUICK=${GPU_CHECK_QUICK:-0}
 status=0
 summary="$OUT/summary.txt"
 : >"$summary"
@@ -40,7 +47,7 @@ stage() {  # stage NAME SECONDS LOG COMMAND...
 } >>"$summary" 2>&1
 cat "$summary"
 
-if ! stage build 150 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
+if ! stage build 120 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
     $PY -m pip install --no-build-isolation --no-deps --no-index -v -e .; then
   echo "build failed: nothing else can run" | tee -a "$summary"
   exit 1
@@ -51,7 +58,11 @@ grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$OUT/buil
     printf "%-70.70s %s | %s\n", k, r, s}' | sort -u | c++filt >>"$summary" || true
 (cd /tmp && $PY -c "import fused_lstm; print(fused_lstm.build_info())") | tee -a "$summary"
 
-stage tests 120 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py tests/test_layer_parity.py
+if [ "$QUICK" = 1 ]; then
+  stage tests 60 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py
+else
+  stage tests 110 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py tests/test_layer_parity.py
+fi
 tail -n 3 "$OUT/tests.log" | tee -a "$summary"
 
 # memcheck on every kernel variant; racecheck/synccheck (shared-memory hazards, barriers) on one
@@ -66,19 +77,36 @@ sanitize() {  # sanitize TOOL SECONDS [ARGS]
   tail -n 3 "$OUT/sanitizer-$tool.tmp" | tee -a "$summary"
   rm -f "$OUT/sanitizer-$tool.tmp"
 }
-sanitize memcheck 60
+if [ "$QUICK" = 1 ]; then
+  sanitize memcheck 25 --quick
+  sanitize racecheck 40 --quick
+  stage benchmark 50 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.15 \
+    --modes inference,fwdbwd --json "$OUT/bench.json"
+  tail -n 30 "$OUT/bench.log"
+  echo "status=$status (quick)" | tee -a "$summary"
+  exit $status
+fi
+sanitize memcheck 45
 
-stage benchmark 100 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
+stage benchmark 90 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
   --json "$OUT/bench.json"
 tail -n 40 "$OUT/bench.log"
-# The same suite with the per-step kernels forced, for the persistent-vs-step comparison.
-stage "benchmark (per-step kernels)" 80 "$OUT/bench-step.tmp" \
-  env FUSED_LSTM_CUDA_ALGO=step $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 --modes inference,fwdbwd \
-  --json "$OUT/bench-step.json"
-{ echo "===== FUSED_LSTM_CUDA_ALGO=step"; cat "$OUT/bench-step.tmp"; } >>"$OUT/bench.log"
-rm -f "$OUT/bench-step.tmp"
+# fwd+bwd with the backward's generic per-step loop forced: what the persistent backward gains.
+stage "benchmark (generic backward loop)" 50 "$OUT/bench-generic.tmp" \
+  $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 --modes fwdbwd --impls nn,fused_generic \
+  --json "$OUT/bench-generic.json"
+{ echo "===== --impls nn,fused_generic (FUSED_LSTM_CUDA_ALGO=generic)"; cat "$OUT/bench-generic.tmp"; } >>"$OUT/bench.log"
+rm -f "$OUT/bench-generic.tmp"
 
-sanitize racecheck 45 --quick
-sanitize synccheck 30 --quick
+# Per-step cost: the grid barrier alone (torch-free probe), then fused vs cuDNN per step.
+stage "probe (grid barrier)" 30 "$OUT/barrier.tmp" bash -c \
+  'nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/grid_barrier_probe benchmarks/grid_barrier_probe.cu && /tmp/grid_barrier_probe'
+stage "probe (us per step)" 60 "$OUT/probe.tmp" \
+  $PY benchmarks/gpu_step_probe.py --barrier "$OUT/barrier.tmp" --json "$OUT/probe.json"
+{ echo "===== probe"; cat "$OUT/barrier.tmp" "$OUT/probe.tmp"; } | tee -a "$OUT/bench.log"
+rm -f "$OUT/probe.tmp" "$OUT/barrier.tmp"
+
+sanitize racecheck 40 --quick
+sanitize synccheck 25 --quick
 echo "status=$status" | tee -a "$summary"
 exit $status

@@ -153,36 +153,40 @@ std::vector<StepRows> make_step_schedule(const LayerShape& shape,
   return schedule;
 }
 
+Tensor host_index_buffer(at::IntArrayRef sizes, at::Device device) {
+  return at::empty(sizes, at::TensorOptions(at::kLong).pinned_memory(device.is_cuda()));
+}
+
 Tensor final_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device) {
-  Tensor index = at::empty({batch}, at::kLong);
+  Tensor index = host_index_buffer({batch}, device);
   int64_t* last = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
     for (const auto b : c10::irange(step.rows)) last[b] = step.row_offset + b;
   }
-  return index.to(device);
+  return index.to(device, /*non_blocking=*/true);
 }
 
 Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device) {
-  Tensor index = at::full({batch}, -1, at::kLong);
+  Tensor index = host_index_buffer({batch}, device).fill_(-1);
   int64_t* first = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
     for (const auto b : c10::irange(step.rows)) {
       if (first[b] < 0) first[b] = step.row_offset + b;
     }
   }
-  return index.to(device);
+  return index.to(device, /*non_blocking=*/true);
 }
 
 Tensor previous_row_index(const std::vector<StepRows>& schedule, int64_t tokens, int64_t batch,
                           at::Device device) {
-  Tensor index = at::empty({tokens}, at::kLong);
+  Tensor index = host_index_buffer({tokens}, device);
   int64_t* source = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
     for (const auto b : c10::irange(step.rows)) {
       source[step.row_offset + b] = b < step.prev_rows ? batch + step.prev_row_offset + b : b;
     }
   }
-  return index.to(device);
+  return index.to(device, /*non_blocking=*/true);
 }
 
 std::vector<int64_t> per_token_shape(const LayerShape& shape, int64_t width) {
@@ -293,17 +297,25 @@ BackwardResult lstm_layer_backward_impl(
       }
       kernels.pointwise(step, H, gates_2d, cells_2d, cx_acc, dh, dc_carry, dgates);
       Tensor carry_rows = dh_carry.narrow(0, 0, step.rows);
-      at::mm_out(carry_rows, dgates.narrow(0, step.row_offset, step.rows), w_hh_acc);  // [rows,4H]x[4H,P]
+      const Tensor step_dgates = dgates.narrow(0, step.row_offset, step.rows);
+      if (kernels.input_dtype_gemms) {
+        carry_rows.copy_(at::mm(step_dgates.to(dtype), weight_hh));
+      } else {
+        at::mm_out(carry_rows, step_dgates, w_hh_acc);  // [rows,4H]x[4H,P]
+      }
     }
   }
 
+  // The large GEMMs, in the opmath type or (input_dtype_gemms) in the input dtype.
+  const auto gemm_dtype = kernels.input_dtype_gemms ? dtype : acc.dtype().toScalarType();
+  const Tensor dgates_gemm = dgates.to(gemm_dtype);
   if (want_input) {
-    grad_input = at::mm(dgates, weight_ih.to(acc.dtype())).to(dtype).view(input.sizes());
+    grad_input = at::mm(dgates_gemm, weight_ih.to(gemm_dtype)).to(dtype).view(input.sizes());
   }
   if (want_weights) {
-    const Tensor dgates_t = dgates.t();
-    grad_w_ih = at::mm(dgates_t, input.reshape({N, s.input}).to(acc.dtype())).to(dtype);
-    const Tensor h_sources = at::cat({hx.to(acc.dtype()), output.reshape({N, P}).to(acc.dtype())});
+    const Tensor dgates_t = dgates_gemm.t();
+    grad_w_ih = at::mm(dgates_t, input.reshape({N, s.input}).to(gemm_dtype)).to(dtype);
+    const Tensor h_sources = at::cat({hx.to(gemm_dtype), output.reshape({N, P}).to(gemm_dtype)});
     const Tensor h_prev = h_sources.index_select(0, previous_row_index(schedule, N, B, input.device()));
     grad_w_hh = at::mm(dgates_t, h_prev).to(dtype);
     if (has_bias) grad_bias = dgates.sum(0).to(dtype);

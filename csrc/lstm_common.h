@@ -84,7 +84,14 @@ using BackwardRecurrenceFn = bool (*)(const BackwardRecurrenceArgs& args);
 struct BackwardKernels {
   BackwardPointwiseFn pointwise;               // required
   BackwardRecurrenceFn fused_recurrence;       // optional (nullptr): used when there is no projection
+  // Run the carry and weight/input-gradient GEMMs in the input dtype (bf16 on CPUs with bf16
+  // dot products, Note [bfloat16 GEMMs on CPU]) rather than in the opmath type.
+  bool input_dtype_gemms = false;
 };
+
+// A host int64 buffer to fill and then copy to `device` with non_blocking=true: pinned when the
+// device is CUDA, so the copy is asynchronous (a pageable copy waits for the stream to drain).
+Tensor host_index_buffer(at::IntArrayRef sizes, at::Device device);
 
 // [B] row index of each sequence's first processed step (the step that consumed hx).
 Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at::Device device);

@@ -8,6 +8,7 @@ import torch
 
 from . import _C
 from . import _ops  # noqa: F401  (registers the fake kernels)
+from . import onnx  # noqa: F401  (fused_lstm.onnx.export; imports onnxscript only when used)
 from .functional import LSTMLayerFunction, lstm_layer
 from .cell import LSTMCell
 from .convert import convert, revert

@@ -12,6 +12,7 @@
 #   matplotlib: benchmark plots (benchmarks/plot.py; tests/test_benchmark_cli.py requires it);
 #   tqdm: the benchmark's progress bar. The build does not need these two, so failing to
 #   install them (e.g. no network) is a warning, not an error; the build still runs.
+# - onnx, onnxscript, onnxruntime: the ONNX export test (fused_lstm.onnx); also optional.
 # - Then `pip install --no-build-isolation --no-deps -e .` from the repo root (no build isolation:
 #   an isolated build would pull a different torch than the one installed).
 # Env: PYTHON (default python3), FUSED_LSTM_FORCE_CPU=1 (CPU-only build), TORCH_CUDA_ARCH_LIST.
@@ -58,6 +59,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "WARNING: could not install ${missing[*]}: benchmark plots and tests/test_benchmark_cli.py need them"
 else
   say "matplotlib tqdm: present"
+fi
+
+# ONNX export test tools (not needed to build; tests/test_onnx_export.py skips without them)
+missing=()
+for mod in onnx onnxscript onnxruntime; do
+  has_module "$mod" || missing+=("$mod")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing missing ONNX packages: ${missing[*]}"
+  "$py" -m pip install -q "${missing[@]}" ||
+    say "WARNING: could not install ${missing[*]}: the ONNX export tests will be skipped"
+else
+  say "onnx onnxscript onnxruntime: present"
 fi
 
 # torch.utils.cpp_extension runs `ninja` from PATH; a pip-installed ninja lives in the Python's

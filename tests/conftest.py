@@ -44,11 +44,21 @@ def _seed():
     yield
 
 
+def _tf32_fixture(enabled: bool):
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @pytest.fixture
 def no_tf32():
     """Full fp32 matmuls/cuDNN for the duration of a test (so fp32 tolerances are meaningful)."""
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    yield from _tf32_fixture(False)
+
+
+@pytest.fixture
+def with_tf32():
+    """TF32 allowed in cuBLAS and cuDNN (and so in fused_lstm's fp32 recurrence) for a test."""
+    yield from _tf32_fixture(True)

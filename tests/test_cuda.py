@@ -39,6 +39,7 @@ SHAPES = {
     "H33-packed": dict(I=6, H=33, lengths=[2, 5, 1, 4, 4], enforce_sorted=False),
     "H128-packed-rev-proj": dict(I=16, H=128, P=32, lengths=[9, 7, 7, 3, 1], reverse=True),
     "H64-nostate": dict(T=6, B=4, I=8, H=64, with_state=False),
+    "H40-B24": dict(T=4, B=24, I=8, H=40),
 }
 
 
@@ -322,6 +323,35 @@ def test_cuda_opcheck(dtype, packed):
     torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, bargs)
 
 
+def test_cuda_torch_compile_reduce_overhead():
+    """mode="reduce-overhead" (CUDA graphs): the ops are tagged cudagraph_unsafe, so inductor
+    leaves their graph out of CUDA graphs and the compiled module still matches eager, in
+    forward and backward, over repeated calls (when graphs would be recorded and replayed)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    fused = fused_lstm.LSTM(8, 16, num_layers=2, bidirectional=True, device="cuda")
+    compiled = torch.compile(fused, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):
+        x = torch.randn(5, 3, 8, device="cuda", requires_grad=True)
+        out, (h, c) = compiled(x)
+        g, = torch.autograd.grad(out.sum() + h.sum() + c.sum(), x)
+        x_ref = x.detach().requires_grad_()
+        out_ref, (h_ref, c_ref) = fused(x_ref)
+        g_ref, = torch.autograd.grad(out_ref.sum() + h_ref.sum() + c_ref.sum(), x_ref)
+        for got, want in ((out, out_ref), (h, h_ref), (c, c_ref), (g, g_ref)):
+            assert_close(got, want, tol=1e-5, name="reduce-overhead")
+
+
+def test_cuda_graph_capture_is_refused_clearly():
+    fused = fused_lstm.LSTM(8, 16, device="cuda")
+    x = torch.randn(5, 3, 8, device="cuda")
+    fused(x)  # warm-up outside capture
+    graph = torch.cuda.CUDAGraph()
+    with pytest.raises(RuntimeError, match="CUDA graph capture is not supported"):
+        with torch.cuda.graph(graph):
+            fused(x)
+
+
 def test_cuda_build_info():
     info = fused_lstm.build_info()
     assert info["cuda_built"] is True
@@ -329,15 +359,18 @@ def test_cuda_build_info():
 
 
 # ------------------------------------------------------------------------------------------------
-# Recurrence kernels: persistent (one cooperative launch) and per-step, each forced in turn
+# Recurrence kernels: persistent (one cooperative launch), per-step, and the generic backward
+# loop, each forced in turn. Batches of at most 8 take the small-batch split-K SIMT forward tile
+# (fp32/fp64), larger ones the 16 x 16 tile (H512-B64, H40-B24).
 # ------------------------------------------------------------------------------------------------
-ALGO_SHAPES = ["H7", "H257", "H512-B64", "H1024-B8-T32", "H33-rev", "H33-packed", "H64-nostate"]
+ALGO_SHAPES = ["H7", "H257", "H512-B64", "H1024-B8-T32", "H33-rev", "H33-packed", "H64-nostate",
+               "H40-B24"]
 
 
 @pytest.mark.parametrize("shape", ALGO_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
                          ids=["f32", "f16", "bf16"])
-@pytest.mark.parametrize("algo", ["step", "persistent"])
+@pytest.mark.parametrize("algo", ["step", "persistent", "generic"])
 def test_cuda_algorithm_error_rule(algo, dtype, shape, monkeypatch, no_tf32):
     monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
     _error_rule(dtype, shape)
@@ -351,6 +384,27 @@ def test_cuda_narrow_k_chunks_error_rule(algo, dtype, shape, monkeypatch, no_tf3
     monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
     monkeypatch.setenv("FUSED_LSTM_CUDA_K_CHUNK", "64")
     _error_rule(dtype, shape)
+
+
+# float32 on tensor cores (Note [Tensor-core precision]): 3xTF32 must keep fp32-level error (the
+# rule against cuDNN with TF32 off); TF32 is held to cuDNN's own TF32 error (TF32 on both sides).
+FP32_SHAPES = ["H257", "H512-B64", "H1024-B8-T32", "H33-packed", "H40-B24"]
+
+
+@pytest.mark.parametrize("shape", FP32_SHAPES)
+@pytest.mark.parametrize("mode", ["3xtf32", "simt"])
+@pytest.mark.parametrize("algo", ["auto", "step"])
+def test_cuda_fp32_modes_error_rule(algo, mode, shape, monkeypatch, no_tf32):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
+    monkeypatch.setenv("FUSED_LSTM_CUDA_FP32", mode)
+    _error_rule(torch.float32, shape)
+
+
+@pytest.mark.parametrize("shape", FP32_SHAPES)
+@pytest.mark.parametrize("mode", ["auto", "tf32"])
+def test_cuda_fp32_tf32_error_rule(mode, shape, monkeypatch, with_tf32):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_FP32", mode)
+    _error_rule(torch.float32, shape)
 
 
 @pytest.mark.parametrize("algo", ["step", "persistent"])
@@ -378,7 +432,8 @@ def test_cuda_persistent_falls_back_when_grid_too_large(no_tf32):
 
 
 @pytest.mark.parametrize("name,value", [("FUSED_LSTM_CUDA_ALGO", "fastest"),
-                                        ("FUSED_LSTM_CUDA_K_CHUNK", "-3")])
+                                        ("FUSED_LSTM_CUDA_K_CHUNK", "-3"),
+                                        ("FUSED_LSTM_CUDA_FP32", "fp16")])
 def test_cuda_tuning_env_is_validated(name, value, monkeypatch):
     monkeypatch.setenv(name, value)
     x = torch.randn(2, 1, 3, device="cuda")

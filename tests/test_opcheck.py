@@ -225,3 +225,12 @@ def test_workspace_saved_only_when_grad_needed():
     assert _forward_calls(call) == [True]
     with torch.no_grad():
         assert _forward_calls(call) == [False], "under no_grad the workspace is not needed"
+
+
+def test_ops_are_tagged_cudagraph_unsafe():
+    """The CUDA kernels copy host-built schedules every call, so a CUDA graph must not capture
+    them: the tag makes torch.compile(mode="reduce-overhead") leave these ops out of CUDA graphs
+    (tests/test_cuda.py runs that mode on a GPU)."""
+    for op in (torch.ops.fused_lstm.lstm_layer_forward.default,
+               torch.ops.fused_lstm.lstm_layer_backward.default):
+        assert torch._C.Tag.cudagraph_unsafe in op.tags, (op, op.tags)

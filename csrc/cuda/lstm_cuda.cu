@@ -5,21 +5,32 @@
 // (Note [Persistent sequence kernels]) or, where its grid cannot be resident, one fused step
 // kernel per time step (Note [Fused forward step]). With a projection, a cuBLAS GEMM per step maps
 // o * tanh(c) to h, so that case always runs per step.
-// Backward: lstm_layer_backward_impl: the reverse recurrence is the generic per-step loop
-// (cuBLAS carry GEMM + pointwise kernel) or, when asked for and there is no projection, the fused
-// CUDA kernel (persistent, or one launch per step). Weight gradients are single cuBLAS GEMMs.
-// Everything runs on the current stream of input's device.
+// Backward: lstm_layer_backward_impl: without projection the reverse recurrence is one fused
+// CUDA launch (half, bfloat16, float: the tensor-core persistent kernel, Note [Tensor-core
+// backward recurrence]); otherwise, or where that kernel does not fit, the generic per-step loop
+// (cuBLAS carry GEMM + pointwise kernel, launched from the host every step). Weight gradients are
+// single cuBLAS GEMMs. Everything runs on the current stream of input's device.
 //
 // FUSED_LSTM_CUDA_ALGO picks the recurrence kernels (read per call):
-//   auto (default)  forward: persistent where its grid fits, else per step; backward: generic loop
-//   persistent      forward as auto; backward: fused persistent kernel where it fits, else per step
+//   auto (default)  forward: persistent where its grid fits, else per step; backward: tensor-core
+//                   persistent (half types, float) where it fits, else the generic loop
+//   persistent      as auto, but where the tensor-core backward does not apply or fit (double,
+//                   FUSED_LSTM_CUDA_FP32=simt) the SIMT persistent backward, then its per-step launches
 //   step            forward and backward: fused kernels, one launch per step
-// FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
+//   generic         forward as auto; backward: always the generic per-step loop
+// FUSED_LSTM_CUDA_FP32 picks how float32 recurrences multiply (read per call):
+//   auto (default)  tensor cores: TF32 when torch.backends.cudnn.allow_tf32 is on (what nn.LSTM's
+//                   cuDNN call follows; on by default), else 3xTF32 (fp32-level error);
+//                   batches <= 8 keep the split-K SIMT forward tile
+//   tf32 / 3xtf32   tensor cores with that precision, whatever the flag says
+//   simt            the FMA kernels (forward SIMT tiles; backward generic loop under auto)
+// (Note [Tensor-core precision]). FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <torch/library.h>
 
 #include <cuda_bf16.h>
@@ -47,23 +58,61 @@ typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // FUSED_LSTM_CUDA_ALGO, read per call (tests switch it). See the note at the top of this file.
-enum class Algorithm { kAuto, kPersistent, kStep };
+enum class Algorithm { kAuto, kPersistent, kStep, kGeneric };
 
 Algorithm cuda_algorithm() {
   const char* algo = std::getenv("FUSED_LSTM_CUDA_ALGO");
   if (algo == nullptr || std::strcmp(algo, "auto") == 0) return Algorithm::kAuto;
   if (std::strcmp(algo, "persistent") == 0) return Algorithm::kPersistent;
+  if (std::strcmp(algo, "generic") == 0) return Algorithm::kGeneric;
   TORCH_CHECK_VALUE(std::strcmp(algo, "step") == 0,
-                    "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent or step, got '", algo, "'");
+                    "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent, step or generic, got '",
+                    algo, "'");
   return Algorithm::kStep;
 }
 
-// The step schedule in device memory, for the persistent kernels (StepRows is 4 int64).
+// FUSED_LSTM_CUDA_FP32, read per call. See the note at the top of this file.
+struct Fp32Math {
+  bool tensor_cores;  // float recurrences on tensor cores (when the GPU has them)
+  bool split_tf32;    // 3xTF32 rather than TF32
+};
+
+Fp32Math fp32_math() {
+  const char* mode = std::getenv("FUSED_LSTM_CUDA_FP32");
+  if (mode == nullptr || std::strcmp(mode, "auto") == 0) {
+    return {true, !at::globalContext().allowTF32CuDNN()};
+  }
+  if (std::strcmp(mode, "tf32") == 0) return {true, false};
+  if (std::strcmp(mode, "3xtf32") == 0) return {true, true};
+  TORCH_CHECK_VALUE(std::strcmp(mode, "simt") == 0,
+                    "fused_lstm: FUSED_LSTM_CUDA_FP32 must be auto, tf32, 3xtf32 or simt, got '", mode, "'");
+  return {false, false};
+}
+
+// Whether this dtype's recurrence runs on tensor cores: half types from sm_80, float from sm_80
+// unless FUSED_LSTM_CUDA_FP32=simt, double never.
+bool use_tensor_cores(at::ScalarType dtype, const Fp32Math& fp32) {
+  if (at::cuda::getCurrentDeviceProperties()->major < 8) return false;
+  if (dtype == at::kHalf || dtype == at::kBFloat16) return true;
+  return dtype == at::kFloat && fp32.tensor_cores;
+}
+
+// The ops copy host-built schedules and indices to the device on every call, so a captured CUDA
+// graph would replay those copies from host buffers that have been reused since: refuse capture
+// (the ops are also tagged cudagraph_unsafe, csrc/lstm_ops.cpp, so torch.compile does not try).
+void check_not_capturing(const char* op) {
+  TORCH_CHECK(c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None, op,
+              ": CUDA graph capture is not supported (the op copies its step schedule from host "
+              "memory on every call); run it outside torch.cuda.graph / CUDA-graph capture");
+}
+
+// The step schedule in device memory, for the persistent kernels (StepRows is 4 int64); an
+// asynchronous copy (host_index_buffer).
 Tensor schedule_on_device(const std::vector<StepRows>& schedule, at::Device device) {
   static_assert(sizeof(StepRows) == 4 * sizeof(int64_t), "StepRows must be four packed int64");
-  const Tensor host = at::from_blob(const_cast<StepRows*>(schedule.data()),
-                                    {static_cast<int64_t>(schedule.size()), 4}, at::kLong);
-  return host.to(device);  // copies before `schedule` can go away
+  Tensor host = host_index_buffer({static_cast<int64_t>(schedule.size()), 4}, device);
+  std::memcpy(host.data_ptr<int64_t>(), schedule.data(), schedule.size() * sizeof(StepRows));
+  return host.to(device, /*non_blocking=*/true);
 }
 
 // The current device's limits for launch configuration, and FUSED_LSTM_CUDA_K_CHUNK (Note [K staging]).
@@ -90,6 +139,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  check_not_capturing("fused_lstm.lstm_layer_forward");
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
@@ -112,8 +162,8 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  // Tensor cores for half/bfloat16 from sm_80 (wmma bf16 needs it); SIMT FMA otherwise.
-  const bool tensor_cores = at::cuda::getCurrentDeviceProperties()->major >= 8;
+  const Fp32Math fp32 = fp32_math();
+  const bool tensor_cores = use_tensor_cores(dtype, fp32);
   const kernels::DeviceLimits limits = device_limits();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lstm_layer_forward_cuda", [&] {
@@ -132,6 +182,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     p.gates_ws = save_workspace ? gates.data_ptr<acc_t>() : nullptr;
     p.cells_ws = save_workspace ? cells.data_ptr<acc_t>() : nullptr;
     p.h_unprojected = s.has_proj ? cuda_ptr<scalar_t>(h_unprojected) : nullptr;
+    p.split_tf32 = fp32.split_tf32;
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
     const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
                               aligned_16(p.hx) && aligned_16(p.output);
@@ -146,7 +197,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
       }
     }
     kernels::ForwardStepLaunch launch{};
-    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, tensor_cores, vector_loads, limits, &launch)));
+    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, B, tensor_cores, vector_loads, limits, &launch)));
     for (const auto& step : schedule) {
       p.step = step;
       C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, stream));
@@ -174,17 +225,22 @@ void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, cons
   });
 }
 
-// The fused reverse recurrence without projection (see BackwardRecurrenceFn). Only when asked
-// for: measured on H100/H200 (benchmarks/results/cuda-*-20261126*), its SIMT carry GEMM (two
-// shared-memory loads per FMA, 8 warps per SM) costs ~100 us a step at H=512, twice the generic
-// loop's cuBLAS carry GEMM + pointwise kernel, so `auto` keeps the generic loop until the fused
-// kernel does its carry on tensor cores.
+// The fused reverse recurrence without projection (see BackwardRecurrenceFn), per
+// FUSED_LSTM_CUDA_ALGO (top of this file). Measured on H100/H200 (benchmarks/results/cuda-*-20261126*):
+// the SIMT kernels' carry GEMM (two shared-memory loads per FMA) costs ~100 us a step at H=512,
+// twice the generic loop's cuBLAS carry GEMM + pointwise kernel, so `auto` uses them for no dtype;
+// it takes the tensor-core persistent kernel (11.8 us a step at H=512 B=64 bf16 on an H200, vs
+// 33.9 for the generic loop: benchmarks/results/cuda-h200-step-probe-v4-*) and the generic loop
+// where that does not apply (double, FUSED_LSTM_CUDA_FP32=simt) or fit.
 bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
   const Algorithm algorithm = cuda_algorithm();
-  if (algorithm == Algorithm::kAuto) return false;
+  const Fp32Math fp32 = fp32_math();
+  const bool tensor_cores = use_tensor_cores(a.weight_hh.scalar_type(), fp32);
+  if (algorithm == Algorithm::kGeneric || (algorithm == Algorithm::kAuto && !tensor_cores)) return false;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Tensor device_schedule = schedule_on_device(a.schedule, a.dgates.device());
   const Tensor w_hh = a.weight_hh.contiguous();
+  bool ran = false;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w_hh.scalar_type(), "lstm_backward_recurrence_cuda", [&] {
     using cuda_t = typename CudaType<scalar_t>::type;
     using acc_t = at::opmath_type<scalar_t>;
@@ -200,10 +256,22 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.cx = a.cx.data_ptr<acc_t>();
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
+    p.split_tf32 = fp32.split_tf32;
+    const kernels::DeviceLimits limits = device_limits();
+    if (algorithm != Algorithm::kStep && tensor_cores) {
+      const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, limits, stream);
+      if (err != cudaErrorCooperativeLaunchTooLarge) {
+        C10_CUDA_CHECK(err);
+        ran = true;
+        return;
+      }
+    }
+    if (algorithm == Algorithm::kAuto) return;  // the generic loop
     C10_CUDA_CHECK((kernels::launch_backward_recurrence<cuda_t, acc_t>(
-        p, a.batch, algorithm == Algorithm::kPersistent, device_limits(), stream)));
+        p, a.batch, algorithm == Algorithm::kPersistent, limits, stream)));
+    ran = true;
   });
-  return true;
+  return ran;
 }
 
 BackwardResult lstm_layer_backward_cuda(
@@ -213,6 +281,7 @@ BackwardResult lstm_layer_backward_cuda(
     const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
     const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
   const c10::cuda::CUDAGuard device_guard(input.device());
+  check_not_capturing("fused_lstm.lstm_layer_backward");
   return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
                                   weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
                                   gates, cells, output_mask,

@@ -8,9 +8,13 @@
 // a few MB at most) stays in L2 across steps. Two inner products:
 //   * SIMT (float, double): fp32/fp64 FMA from shared-memory tiles; 256 threads, thread (b, j)
 //     holds the four gate accumulators of its cell, so the epilogue needs no shared memory.
-//   * Tensor cores (half, bfloat16; sm_80+): wmma 16x16x16 with fp32 accumulation; 4 warps, warp
-//     g computes gate g's 16x16 (batch x hidden) tile; the tiles meet in shared memory for the
-//     cell update. The cell state stays fp32 (DESIGN.md, numerics).
+//   * Tensor cores (half, bfloat16; sm_80+): wmma 16x16x16 with fp32 accumulation; 8 warps, two
+//     per gate, each taking every other 16-wide K tile of gate g's 16x16 (batch x hidden) tile, so
+//     the dependent mma chain per warp is half as long as with one warp per gate; the partial
+//     tiles meet in shared memory for the cell update. The cell state stays fp32 (DESIGN.md).
+//   * Small batches (B <= 8, SIMT): a split-K tile (see forward_step_splitk_tile).
+// Every tile loads each cell's input projection, biases and c_prev at the start of the step
+// (load_cell_operands), so that latency overlaps the h_prev load and the inner product.
 // Tiles are zero-filled at the edges, so any B, H, P works; 16-byte loads are used when every
 // row of h and W_hh is 16-byte aligned (the glue checks), scalar loads otherwise.
 //
@@ -77,25 +81,46 @@ struct DeviceScalar<__nv_bfloat16> {
   __device__ static __nv_bfloat16 from_acc(float x) { return __float2bfloat16_rn(x); }
 };
 
+// What a cell's update needs besides h_prev · W_hhᵀ: the input projection plus biases of its four
+// gates and c_prev. Tiles load these at the start of a step (load_cell_operands), before the
+// h_prev tile and the inner product, so their global-memory latency overlaps that work instead of
+// following it on the step's critical path.
+template <typename acc_t>
+struct CellOperands {
+  acc_t pre[kNumGates];  // input_proj[row, g*H + j] + b_ih + b_hh
+  acc_t c_prev;
+};
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ CellOperands<acc_t> load_cell_operands(const ForwardStepParams<scalar_t, acc_t>& p,
+                                                                  int64_t b, int64_t j) {
+  using S = DeviceScalar<scalar_t>;
+  const int64_t H = p.hidden;
+  const scalar_t* input_proj = p.input_proj + (p.step.row_offset + b) * kNumGates * H;
+  CellOperands<acc_t> o;
+#pragma unroll
+  for (int g = 0; g < kNumGates; ++g) {
+    const int64_t col = g * H + j;
+    acc_t v = S::to_acc(input_proj[col]);
+    if (p.bias_ih != nullptr) v += S::to_acc(p.bias_ih[col]) + S::to_acc(p.bias_hh[col]);
+    o.pre[g] = v;
+  }
+  o.c_prev = p.c_state[b * H + j];
+  return o;
+}
+
 // Cell update of (b, j) given the four recurrent products rec[g] = (h_prev · W_hhᵀ)[g*H + j].
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_epilogue(const ForwardStepParams<scalar_t, acc_t>& p,
                                                       int64_t b, int64_t j,
-                                                      const acc_t (&rec)[kNumGates]) {
+                                                      const acc_t (&rec)[kNumGates],
+                                                      const CellOperands<acc_t>& o) {
   using S = DeviceScalar<scalar_t>;
   const int64_t H = p.hidden;
   const int64_t row = p.step.row_offset + b;
-  const scalar_t* input_proj = p.input_proj + row * kNumGates * H;
-  acc_t pre[kNumGates];
-#pragma unroll
-  for (int g = 0; g < kNumGates; ++g) {
-    const int64_t col = g * H + j;
-    acc_t v = rec[g] + S::to_acc(input_proj[col]);
-    if (p.bias_ih != nullptr) v += S::to_acc(p.bias_ih[col]) + S::to_acc(p.bias_hh[col]);
-    pre[g] = v;
-  }
   acc_t c, h;
-  const Gates<acc_t> a = cell_forward(pre[0], pre[1], pre[2], pre[3], p.c_state[b * H + j], &c, &h);
+  const Gates<acc_t> a = cell_forward(rec[0] + o.pre[0], rec[1] + o.pre[1], rec[2] + o.pre[2],
+                                      rec[3] + o.pre[3], o.c_prev, &c, &h);
   p.c_state[b * H + j] = c;
   if (p.gates_ws != nullptr) {
     acc_t* gates = p.gates_ws + row * kNumGates * H;
@@ -146,6 +171,10 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kSimtBatchTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
+  const int64_t b = b0 + ty, j = j0 + tx;
+  const bool owns_cell = b < rows && j < H;
+  CellOperands<acc_t> operands{};
+  if (owns_cell) operands = load_cell_operands(p, b, j);
   acc_t rec[kNumGates] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
     for (int e = tid; e < kSimtBatchTile * k_chunk; e += kSimtThreads) {
@@ -174,8 +203,7 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
     }
     __syncthreads();
   }
-  const int64_t b = b0 + ty, j = j0 + tx;
-  if (b < rows && j < H) forward_step_epilogue(p, b, j, rec);
+  if (owns_cell) forward_step_epilogue(p, b, j, rec, operands);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -185,28 +213,195 @@ __global__ void __launch_bounds__(kSimtThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core forward tile (half, bfloat16; sm_80+).
-constexpr int kMmaTile = 16;       // wmma m = n = k = 16
+// Small-batch SIMT forward tile (float, double when the batch is small). The 16 x 16 SIMT tile
+// gives each thread one (batch row, unit) cell, so with B = 1 fifteen of its sixteen rows are
+// zero padding that still costs shared-memory loads: at B=1 H=256 fp32 that made a step ~10 us.
+// Here a block takes kSmallBatchTile rows and 16 units and splits K instead: thread (ty, tx)
+// accumulates, for unit tx and every row of the tile, the four gates over the k-slice
+// {ty, ty + 16, ty + 32, ...}; the 16 partial sums per (row, gate, unit) then meet in shared memory.
+// W is stored k-major with a pitch of 80: the two k rows a warp reads (ty = 2w, 2w+1) then sit
+// 16 banks apart, so the 32 lanes hit 32 different banks.
+constexpr int kSmallBatchTile = 4;
+constexpr int kSmallBatchMax = 8;   // batches up to this size use this tile (when SIMT)
+constexpr int kSplitK = kSimtThreads / kSimtHiddenTile;  // 16 k-slices
+constexpr int kSplitKWPitch = kSimtGateCols + 16;
+constexpr int kSplitKGranule = kSplitK * 2;
+
+template <typename acc_t>
+inline size_t splitk_forward_smem_bytes(int k_chunk) {
+  return (size_t(kSmallBatchTile) * k_chunk + size_t(k_chunk) * kSplitKWPitch +
+          size_t(kSplitK) * kSmallBatchTile * kSimtGateCols) * sizeof(acc_t);
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams<scalar_t, acc_t>& p,
+                                                         unsigned hidden_tile, unsigned batch_tile,
+                                                         int k_chunk, bool load_w) {
+  using S = DeviceScalar<scalar_t>;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);        // [kSmallBatchTile][k_chunk]
+  acc_t* w_tile = h_tile + kSmallBatchTile * k_chunk;          // [k_chunk][kSplitKWPitch]
+  acc_t* partial = w_tile + k_chunk * kSplitKWPitch;           // [kSplitK][kSmallBatchTile][64]
+
+  const int tid = threadIdx.x;
+  const int tx = tid % kSimtHiddenTile;
+  const int ty = tid / kSimtHiddenTile;
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kSimtHiddenTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kSmallBatchTile;
+  const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
+
+  // Threads 0..63 finish the tile's cells (row tid / 16, unit tid % 16): they prefetch.
+  const int64_t cell_b = b0 + tid / kSimtHiddenTile, cell_j = j0 + tid % kSimtHiddenTile;
+  const bool owns_cell = tid < kSmallBatchTile * kSimtHiddenTile && cell_b < rows && cell_j < H;
+  CellOperands<acc_t> operands{};
+  if (owns_cell) operands = load_cell_operands(p, cell_b, cell_j);
+  acc_t rec[kSmallBatchTile][kNumGates] = {};
+  for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
+    for (int e = tid; e < kSmallBatchTile * k_chunk; e += kSimtThreads) {
+      const int r = e / k_chunk, kk = e % k_chunk;
+      const int64_t b = b0 + r, k = k0 + kk;
+      h_tile[e] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
+    }
+    if (load_w) {
+      for (int e = tid; e < kSimtGateCols * k_chunk; e += kSimtThreads) {
+        const int n = e / k_chunk, kk = e % k_chunk;
+        const int gate = n / kSimtHiddenTile;
+        const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
+        w_tile[kk * kSplitKWPitch + n] =
+            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+      }
+    }
+    __syncthreads();
+    const int64_t k_left = P - k0;
+    const int k_end = static_cast<int>(k_left < k_chunk ? k_left : k_chunk);
+    for (int kk = ty; kk < k_end; kk += kSplitK) {
+      const acc_t* w = w_tile + kk * kSplitKWPitch + tx;
+      const acc_t wg[kNumGates] = {w[0], w[kSimtHiddenTile], w[2 * kSimtHiddenTile], w[3 * kSimtHiddenTile]};
+#pragma unroll
+      for (int r = 0; r < kSmallBatchTile; ++r) {
+        const acc_t hv = h_tile[r * k_chunk + kk];
+#pragma unroll
+        for (int g = 0; g < kNumGates; ++g) rec[r][g] += hv * wg[g];
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < kSmallBatchTile; ++r) {
+#pragma unroll
+    for (int g = 0; g < kNumGates; ++g) {
+      partial[(ty * kSmallBatchTile + r) * kSimtGateCols + g * kSimtHiddenTile + tx] = rec[r][g];
+    }
+  }
+  __syncthreads();
+  // Thread t sums the kSplitK partials of one (row, gate, unit) into slice 0 (only it touches them).
+  constexpr int kOutputs = kSmallBatchTile * kSimtGateCols;  // 256 == kSimtThreads
+  static_assert(kOutputs == kSimtThreads, "one reduced output per thread");
+  {
+    acc_t sum = acc_t(0);
+#pragma unroll
+    for (int slice = 0; slice < kSplitK; ++slice) sum += partial[slice * kOutputs + tid];
+    partial[tid] = sum;
+  }
+  __syncthreads();
+  if (owns_cell) {
+    const acc_t* sums = partial + (tid / kSimtHiddenTile) * kSimtGateCols + tid % kSimtHiddenTile;
+    const acc_t gate_sums[kNumGates] = {sums[0], sums[kSimtHiddenTile], sums[2 * kSimtHiddenTile],
+                                        sums[3 * kSimtHiddenTile]};
+    forward_step_epilogue(p, cell_b, cell_j, gate_sums, operands);
+  }
+  // The next step (persistent kernel) rewrites h_tile and partial only after its grid barrier.
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kSimtThreads)
+    lstm_forward_step_splitk(const ForwardStepParams<scalar_t, acc_t> p, int k_chunk) {
+  forward_step_splitk_tile(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Note [Tensor-core precision]
+// half/bfloat16: operands in their own 16-bit type, wmma 16x16x16, fp32 accumulation.
+// float: wmma's TF32 shape 16x16x8 on fp32 operands staged in shared memory. With TF32 allowed
+// (the glue follows torch.backends.cudnn.allow_tf32, which is what nn.LSTM's cuDNN call obeys),
+// one product per tile with the operands rounded to TF32 (10-bit mantissa), as cuDNN does.
+// Otherwise three (3xTF32): x = hi + lo with hi = tf32(x), lo = tf32(x - hi), and
+// a·b ~ a_hi·b_hi + (a_hi·b_lo + a_lo·b_hi) with the small terms in their own accumulator:
+// ~21 significant bits per operand, fp32-level error, at three times the tensor-core work (the
+// steps are latency-bound, so that costs little next to FMA from shared memory).
+template <typename scalar_t>
+struct MmaOperand {
+  using precision = scalar_t;  // the wmma element type
+  static constexpr int kK = 16;
+};
+template <>
+struct MmaOperand<float> {
+  using precision = nvcuda::wmma::precision::tf32;
+  static constexpr int kK = 8;
+};
+
+// acc (+ acc_small for 3xTF32) += a · b for one K tile; a and b may be modified.
+template <typename scalar_t, typename FragA, typename FragB, typename FragC>
+__device__ __forceinline__ void mma_tile_product(FragC& acc, FragC& acc_small, FragA& a, FragB& b,
+                                                 bool split_tf32) {
+  namespace wmma = nvcuda::wmma;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (split_tf32) {
+      FragA a_lo;
+      FragB b_lo;
+#pragma unroll
+      for (int i = 0; i < a.num_elements; ++i) {
+        const float hi = wmma::__float_to_tf32(a.x[i]);
+        a_lo.x[i] = wmma::__float_to_tf32(a.x[i] - hi);
+        a.x[i] = hi;
+      }
+#pragma unroll
+      for (int i = 0; i < b.num_elements; ++i) {
+        const float hi = wmma::__float_to_tf32(b.x[i]);
+        b_lo.x[i] = wmma::__float_to_tf32(b.x[i] - hi);
+        b.x[i] = hi;
+      }
+      wmma::mma_sync(acc_small, a_lo, b, acc_small);
+      wmma::mma_sync(acc_small, a, b_lo, acc_small);
+    } else {
+#pragma unroll
+      for (int i = 0; i < a.num_elements; ++i) a.x[i] = wmma::__float_to_tf32(a.x[i]);
+#pragma unroll
+      for (int i = 0; i < b.num_elements; ++i) b.x[i] = wmma::__float_to_tf32(b.x[i]);
+    }
+  }
+  (void)acc_small, (void)split_tf32;
+  wmma::mma_sync(acc, a, b, acc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core forward tile (half, bfloat16, and float as TF32; sm_80+).
+constexpr int kMmaTile = 16;       // wmma m = n (= k for 16-bit operands)
 constexpr int kMmaGranule = 64;    // k_chunk is a multiple of this
 constexpr int kMmaPad = 8;         // 16 bytes of padding per shared-memory row (bank spread)
-constexpr int kMmaThreads = 32 * kNumGates;  // one warp per gate
+constexpr int kMmaKSplit = 2;      // warps per gate, each taking every other 16-wide K tile
+constexpr int kMmaThreads = 32 * kNumGates * kMmaKSplit;  // 256: one cell per thread at the end
 constexpr int kMmaGateCols = kNumGates * kMmaTile;
 constexpr int kMmaRecPitch = kMmaGateCols + 4;
 
 template <typename scalar_t>
 inline size_t mma_forward_smem_bytes(int k_chunk) {
   return size_t(kMmaTile + kMmaGateCols) * (k_chunk + kMmaPad) * sizeof(scalar_t) +
-         size_t(kMmaTile) * kMmaRecPitch * sizeof(float);
+         size_t(kMmaKSplit) * kMmaTile * kMmaRecPitch * sizeof(float);
 }
+
+// k values per 16-byte chunk of a staged row.
+template <typename scalar_t>
+constexpr int kMmaVec = 16 / static_cast<int>(sizeof(scalar_t));
 
 template <typename scalar_t, bool kVectorLoads>
 __device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t* src_row, int64_t k0,
                                                   int64_t P, bool row_valid, int chunk) {
-  // Loads 8 consecutive k values (one 16-byte chunk) of one row, zero-filling past P or rows.
-  constexpr int kVec = 8;
+  // Loads one 16-byte chunk of consecutive k values of one row, zero-filling past P or rows.
+  constexpr int kVec = kMmaVec<scalar_t>;
   const int64_t k = k0 + static_cast<int64_t>(chunk) * kVec;
   if (kVectorLoads) {
-    uint4 v = make_uint4(0u, 0u, 0u, 0u);  // all-zero bits are +0.0 in half and bfloat16
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);  // all-zero bits are +0.0 in every type here
     if (row_valid && k < P) v = *reinterpret_cast<const uint4*>(src_row + k);
     *reinterpret_cast<uint4*>(dst + chunk * kVec) = v;
   } else {
@@ -224,21 +419,32 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
   namespace wmma = nvcuda::wmma;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // Every sub-array starts on a 32-byte boundary, as wmma loads and stores require:
-  // 16 * ld * 2 bytes and 64 * ld * 2 bytes are multiples of 32 because ld is a multiple of 8.
+  // 16 * ld and 64 * ld elements of 2 or 4 bytes are multiples of 32 bytes (ld is a multiple of 8).
   const int ld = k_chunk + kMmaPad;
   scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);            // [16][ld]
   scalar_t* w_tile = h_tile + kMmaTile * ld;                             // [64][ld], row = gate*16 + j
-  float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [16][kMmaRecPitch]
-  const int chunks_per_row = k_chunk / 8;
+  float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [kMmaKSplit][16][kMmaRecPitch]
+  const int chunks_per_row = k_chunk / kMmaVec<scalar_t>;
+  using Precision = typename MmaOperand<scalar_t>::precision;
+  constexpr int kK = MmaOperand<scalar_t>::kK;
 
   const int tid = threadIdx.x;
-  const int warp = tid / 32;  // == the gate this warp computes
+  const int warp = tid / 32;
+  const int gate = warp % kNumGates;   // the gate this warp computes ...
+  const int k_part = warp / kNumGates; // ... over K tiles k_part, k_part + kMmaKSplit, ...
   const int64_t j0 = static_cast<int64_t>(hidden_tile) * kMmaTile;
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kMmaTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
-  wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kMmaTile, float> acc;
+  // Thread tid finishes cell (row tid / 16, unit tid % 16); its operands load while the tile works.
+  const int64_t cell_b = b0 + tid / kMmaTile, cell_j = j0 + tid % kMmaTile;
+  const bool owns_cell = cell_b < rows && cell_j < H;
+  CellOperands<float> operands{};
+  if (owns_cell) operands = load_cell_operands(p, cell_b, cell_j);
+
+  wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kK, float> acc, acc_small;
   wmma::fill_fragment(acc, 0.0f);
+  wmma::fill_fragment(acc_small, 0.0f);
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
     for (int e = tid; e < kMmaTile * chunks_per_row; e += kMmaThreads) {
       const int r = e / chunks_per_row;
@@ -260,26 +466,33 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
     const int64_t k_left = P - k0;
     const int k_end = static_cast<int>(k_left < k_chunk ? (k_left + kMmaTile - 1) / kMmaTile * kMmaTile : k_chunk);
 #pragma unroll 4
-    for (int kk = 0; kk < k_end; kk += kMmaTile) {
-      wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::row_major> a;
-      wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::col_major> w;
+    for (int kk = k_part * kK; kk < k_end; kk += kMmaKSplit * kK) {
+      wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kK, Precision, wmma::col_major> w;
       wmma::load_matrix_sync(a, h_tile + kk, ld);
       // B[k][n] = W_hh[gate*H + j0 + n][k0 + k]: column-major over the staged rows.
-      wmma::load_matrix_sync(w, w_tile + warp * kMmaTile * ld + kk, ld);
-      wmma::mma_sync(acc, a, w, acc);
+      wmma::load_matrix_sync(w, w_tile + gate * kMmaTile * ld + kk, ld);
+      mma_tile_product<scalar_t>(acc, acc_small, a, w, p.split_tf32);
     }
     __syncthreads();
   }
-  wmma::store_matrix_sync(rec_tile + warp * kMmaTile, acc, kMmaRecPitch, wmma::mem_row_major);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+#pragma unroll
+    for (int i = 0; i < acc.num_elements; ++i) acc.x[i] += acc_small.x[i];
+  }
+  wmma::store_matrix_sync(rec_tile + k_part * kMmaTile * kMmaRecPitch + gate * kMmaTile, acc, kMmaRecPitch,
+                          wmma::mem_row_major);
   __syncthreads();
-  for (int e = tid; e < kMmaTile * kMmaTile; e += kMmaThreads) {
-    const int r = e / kMmaTile, jj = e % kMmaTile;
-    const int64_t b = b0 + r, j = j0 + jj;
-    if (b < rows && j < H) {
-      const float* rec_row = rec_tile + r * kMmaRecPitch + jj;
-      const float rec[kNumGates] = {rec_row[0], rec_row[kMmaTile], rec_row[2 * kMmaTile], rec_row[3 * kMmaTile]};
-      forward_step_epilogue(p, b, j, rec);
+  if (owns_cell) {
+    const float* rec_row = rec_tile + (tid / kMmaTile) * kMmaRecPitch + tid % kMmaTile;
+    float rec[kNumGates];
+#pragma unroll
+    for (int g = 0; g < kNumGates; ++g) {
+      rec[g] = 0.f;
+#pragma unroll
+      for (int part = 0; part < kMmaKSplit; ++part) rec[g] += rec_row[part * kMmaTile * kMmaRecPitch + g * kMmaTile];
     }
+    forward_step_epilogue(p, cell_b, cell_j, rec, operands);
   }
   // The next step (persistent kernel) overwrites h_tile and rec_tile only after its grid barrier.
 #else
@@ -295,15 +508,16 @@ __global__ void __launch_bounds__(kMmaThreads)
 
 // ---------------------------------------------------------------------------------------------
 // Persistent forward: every step of the sequence in one cooperative launch.
-// kTile: 0 = SIMT, 1 = tensor cores with scalar loads, 2 = tensor cores with 16-byte loads.
+// kTile: 0 = SIMT, 1 = tensor cores with scalar loads, 2 = tensor cores with 16-byte loads,
+// 3 = small-batch split-K SIMT.
 template <typename scalar_t, typename acc_t, int kTile>
-__global__ void __launch_bounds__(kTile == 0 ? kSimtThreads : kMmaThreads)
+__global__ void __launch_bounds__(kTile == 0 || kTile == 3 ? kSimtThreads : kMmaThreads)
     lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params,
                             const StepRows* schedule, int64_t num_steps, int k_chunk,
                             bool w_resident) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
-  constexpr int kBatchTile = kTile == 0 ? kSimtBatchTile : kMmaTile;
+  constexpr int kBatchTile = kTile == 0 ? kSimtBatchTile : (kTile == 3 ? kSmallBatchTile : kMmaTile);
   ForwardStepParams<scalar_t, acc_t> p = params;
   bool w_loaded = false;  // block-uniform
   for (int64_t s = 0; s < num_steps; ++s) {
@@ -313,6 +527,8 @@ __global__ void __launch_bounds__(kTile == 0 ? kSimtThreads : kMmaThreads)
       const bool load_w = !(w_resident && w_loaded);
       if constexpr (kTile == 0) {
         forward_step_simt_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
+      } else if constexpr (kTile == 3) {
+        forward_step_splitk_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       } else {
         forward_step_mma_tile<scalar_t, kTile == 2>(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       }
@@ -426,6 +642,178 @@ __global__ void __launch_bounds__(kSimtThreads)
 }
 
 // ---------------------------------------------------------------------------------------------
+// Note [Tensor-core backward recurrence]
+// The reverse recurrence of layers without projection (half, bfloat16, float), as one cooperative launch.
+// Per step, block (hidden tile, batch tile) computes the carry for its 16 x 16 (b, j) cells,
+//   carry[b, j] = sum_k dgates[next row b, k] * W_hh[k, j],   k over all 4H gate rows,
+// with wmma 16x16x16 and fp32 accumulation, then runs backward_cell on them. Like the forward it
+// keeps its slice of W_hh ([4H, 16 columns], in shared memory, column-major) for the whole
+// sequence, so the only per-step traffic is the 16 rows of dgates it reads and the cells it
+// writes; one grid barrier per step.
+// Precision: dgates are fp32 (the weight-gradient GEMMs read them). For half types tensor cores
+// multiply 16-bit operands, so each dgates value x is staged as hi = round16(x) and
+// lo = round16(x - hi) and the carry is hi·W + lo·W: the A operand keeps ~16 significant bits
+// instead of 8 (bf16), and W_hh is exact in its own dtype. For float, dgates and W_hh are staged
+// in fp32 and multiplied as TF32 or 3xTF32 (Note [Tensor-core precision]). Either way the
+// small products go to a second accumulator chain.
+// The 8 warps take interleaved 16-wide K tiles (warp w: tiles w, w+8, ...) and the partial sums
+// meet in shared memory. When 16 rows of dgates for all of K do not fit beside the W slice, they
+// are staged k_chunk columns at a time (Note [K staging]); the W slice must fit (else the host
+// falls back to the generic loop).
+constexpr int kMmaBackwardWarps = 8;
+constexpr int kMmaBackwardThreads = 32 * kMmaBackwardWarps;
+constexpr int kMmaBackwardGranule = kMmaTile * kMmaBackwardWarps;  // k_chunk and K padding unit
+constexpr int kMmaBackwardRedPitch = kMmaTile + 4;
+
+__host__ __device__ inline int64_t round_up(int64_t x, int64_t unit) { return (x + unit - 1) / unit * unit; }
+
+// Staged copies of each dgates chunk: hi and lo for 16-bit operands, the fp32 values for float.
+template <typename scalar_t>
+constexpr int kStagedDgates = std::is_same_v<scalar_t, float> ? 1 : 2;
+
+// Shared memory: W slice [16][K_round + 8], dgates [kStagedDgates][16][k_chunk + 8] (scalar_t),
+// and the partial sums [warps][2 chains][16][20] (fp32). Every region starts 32-byte aligned (wmma).
+template <typename scalar_t>
+inline size_t mma_backward_smem_bytes(int64_t k_round, int k_chunk) {
+  return size_t(kMmaTile) * (k_round + kMmaPad) * sizeof(scalar_t) +
+         kStagedDgates<scalar_t> * size_t(kMmaTile) * (k_chunk + kMmaPad) * sizeof(scalar_t) +
+         size_t(kMmaBackwardWarps) * 2 * kMmaTile * kMmaBackwardRedPitch * sizeof(float);
+}
+
+template <typename scalar_t>
+__device__ __forceinline__ void backward_step_mma_tile(const BackwardSequenceParams<scalar_t, float>& p,
+                                                       const StepRows& step, const StepRows& next,
+                                                       unsigned hidden_tile, unsigned batch_tile,
+                                                       int k_chunk, const scalar_t* w_slice,
+                                                       int64_t k_round, scalar_t* d_hi, scalar_t* d_lo,
+                                                       float* partial) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  using S = DeviceScalar<scalar_t>;
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int ld_d = k_chunk + kMmaPad;
+  const int ld_w = static_cast<int>(k_round) + kMmaPad;
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kMmaTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kMmaTile;
+  const int64_t H = p.cell.hidden, K = kNumGates * H;
+
+  using Precision = typename MmaOperand<scalar_t>::precision;
+  constexpr int kK = MmaOperand<scalar_t>::kK;
+  constexpr bool kFloat = std::is_same_v<scalar_t, float>;
+  wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kK, float> acc_hi, acc_lo;
+  wmma::fill_fragment(acc_hi, 0.0f);
+  wmma::fill_fragment(acc_lo, 0.0f);
+  if (b0 < next.rows) {  // block-uniform: otherwise no row of the tile has a carry
+    const int quads = k_chunk / 4;
+    for (int64_t k0 = 0; k0 < k_round; k0 += k_chunk) {
+      // Stage dgates[next rows b0.., k0 .. k0 + k_chunk) (as hi/lo halves for 16-bit operands);
+      // zeros past K or rows. K = 4H is a multiple of 4 and dgates rows are 16-byte aligned, so
+      // float4 loads are safe.
+      for (int e = tid; e < kMmaTile * quads; e += kMmaBackwardThreads) {
+        const int r = e / quads, c = (e % quads) * 4;
+        const int64_t b = b0 + r, k = k0 + c;
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (b < next.rows && k < K) {
+          v = *reinterpret_cast<const float4*>(p.cell.dgates + (next.row_offset + b) * K + k);
+        }
+        if constexpr (kFloat) {
+          *reinterpret_cast<float4*>(d_hi + r * ld_d + c) = v;  // 16-byte aligned: ld_d, c % 4 == 0
+        } else {
+          const float x[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+          for (int u = 0; u < 4; ++u) {
+            const scalar_t hi = S::from_acc(x[u]);
+            d_hi[r * ld_d + c + u] = hi;
+            d_lo[r * ld_d + c + u] = S::from_acc(x[u] - S::to_acc(hi));
+          }
+        }
+      }
+      __syncthreads();
+      const int64_t k_left = k_round - k0;
+      const int k_end = static_cast<int>(k_left < k_chunk ? k_left : k_chunk);  // a multiple of 16
+      for (int kk = warp * kK; kk < k_end; kk += kMmaBackwardWarps * kK) {
+        wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a_hi;
+        wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kK, Precision, wmma::col_major> w;
+        wmma::load_matrix_sync(a_hi, d_hi + kk, ld_d);
+        wmma::load_matrix_sync(w, w_slice + k0 + kk, ld_w);  // B[k][n] = W_hh[k][j0 + n]
+        if constexpr (kFloat) {
+          mma_tile_product<scalar_t>(acc_hi, acc_lo, a_hi, w, p.split_tf32);
+        } else {
+          wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a_lo;
+          wmma::load_matrix_sync(a_lo, d_lo + kk, ld_d);
+          wmma::mma_sync(acc_hi, a_hi, w, acc_hi);
+          wmma::mma_sync(acc_lo, a_lo, w, acc_lo);
+        }
+      }
+      __syncthreads();
+    }
+  }
+  float* mine = partial + warp * 2 * kMmaTile * kMmaBackwardRedPitch;
+  wmma::store_matrix_sync(mine, acc_hi, kMmaBackwardRedPitch, wmma::mem_row_major);
+  wmma::store_matrix_sync(mine + kMmaTile * kMmaBackwardRedPitch, acc_lo, kMmaBackwardRedPitch,
+                          wmma::mem_row_major);
+  __syncthreads();
+  // One cell per thread (16 x 16 cells, 256 threads).
+  const int r = tid / kMmaTile, jj = tid % kMmaTile;
+  const int64_t b = b0 + r, j = j0 + jj;
+  if (b < step.rows && j < H) {
+    float dh;
+    if (b < next.rows) {
+      float sum[2] = {0.f, 0.f};  // hi and lo chains, summed separately then together
+#pragma unroll
+      for (int w = 0; w < kMmaBackwardWarps; ++w) {
+#pragma unroll
+        for (int chain = 0; chain < 2; ++chain) {
+          sum[chain] += partial[(w * 2 + chain) * kMmaTile * kMmaBackwardRedPitch + r * kMmaBackwardRedPitch + jj];
+        }
+      }
+      dh = sum[0] + sum[1];
+    } else {
+      dh = p.grad_hy != nullptr ? p.grad_hy[b * H + j] : 0.f;
+    }
+    if (p.grad_output != nullptr) dh += p.grad_output[(step.row_offset + b) * H + j];
+    backward_cell(p.cell, step, b, j, dh);
+  }
+  // `partial` and the staging buffers are rewritten only after the caller's grid barrier.
+#else
+  __trap();  // the host only launches this kernel on sm_80 or newer
+#endif
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kMmaBackwardThreads, 1)
+    lstm_backward_persistent_mma(const BackwardSequenceParams<scalar_t, float> p, int k_chunk) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int64_t H = p.cell.hidden, K = kNumGates * H;
+  const int64_t k_round = round_up(K, kMmaBackwardGranule);
+  const int ld_w = static_cast<int>(k_round) + kMmaPad;
+  scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);   // [16][ld_w]: column j0 + n
+  scalar_t* d_hi = w_slice + kMmaTile * ld_w;                   // [16][k_chunk + 8]
+  scalar_t* d_lo = d_hi + kMmaTile * (k_chunk + kMmaPad);        // [16][k_chunk + 8], 16-bit only
+  float* partial = reinterpret_cast<float*>(d_hi + kStagedDgates<scalar_t> * kMmaTile * (k_chunk + kMmaPad));
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kMmaTile;
+
+  // The W_hh slice, once: 16 consecutive threads read one row's 16 columns (32 bytes).
+  const scalar_t zero = DeviceScalar<scalar_t>::from_acc(0.0f);
+  for (int64_t e = threadIdx.x; e < kMmaTile * k_round; e += kMmaBackwardThreads) {
+    const int64_t k = e / kMmaTile, j = j0 + e % kMmaTile;
+    w_slice[(e % kMmaTile) * ld_w + k] = (k < K && j < H) ? p.weight_hh[k * H + j] : zero;
+  }
+  __syncthreads();
+  for (int64_t k = p.num_steps - 1; k >= 0; --k) {
+    const StepRows step = p.schedule[k];
+    if (static_cast<int64_t>(blockIdx.y) * kMmaTile < step.rows) {
+      backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y,
+                             k_chunk, w_slice, k_round, d_hi, d_lo, partial);
+    }
+    grid.sync();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Host side: launch configuration. Launchers return the CUDA error; the caller checks it.
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
@@ -467,36 +855,56 @@ constexpr bool is_half_type() {
   return std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
 }
 
-// One forward tile kind (SIMT or tensor cores) resolved for a launch.
+// Types with a tensor-core tile: 16-bit operands, and float as (3x)TF32.
+template <typename T>
+constexpr bool has_mma_tile() {
+  return is_half_type<T>() || std::is_same_v<T, float>;
+}
+
+// One forward tile kind resolved for a launch: tensor cores (half types, sm_80+), else SIMT, the
+// small-batch split-K SIMT tile when the batch is at most kSmallBatchMax. Every kind covers 16
+// hidden units per block (kSimtHiddenTile == kMmaTile) and batch_tile rows.
+enum class ForwardTile { kSimt, kMma, kSplitK };
+
 template <typename scalar_t, typename acc_t>
 struct ForwardTileKind {
-  bool mma;
+  ForwardTile tile;
   int threads, granule, batch_tile;
   const void* step_kernel;
   const void* persistent_kernel;
   size_t smem_bytes(int k_chunk) const {
-    if constexpr (is_half_type<scalar_t>()) {
-      if (mma) return mma_forward_smem_bytes<scalar_t>(k_chunk);
+    if constexpr (has_mma_tile<scalar_t>()) {
+      if (tile == ForwardTile::kMma) return mma_forward_smem_bytes<scalar_t>(k_chunk);
     }
+    if (tile == ForwardTile::kSplitK) return splitk_forward_smem_bytes<acc_t>(k_chunk);
     return simt_forward_smem_bytes<acc_t>(k_chunk);
   }
   dim3 grid(int64_t hidden, int64_t rows) const {
-    return dim3(ceil_div(hidden, batch_tile), ceil_div(rows, batch_tile));  // square tiles
+    static_assert(kSimtHiddenTile == kMmaTile, "every tile covers the same hidden units");
+    return dim3(ceil_div(hidden, kSimtHiddenTile), ceil_div(rows, batch_tile));
   }
 };
 
+// tensor_cores: the glue's decision for this dtype (sm_80+; for float, unless FUSED_LSTM_CUDA_FP32
+// says simt). Float keeps the split-K SIMT tile for small batches, where a 16-row mma tile would
+// be mostly padding.
 template <typename scalar_t, typename acc_t>
-ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, bool vector_loads) {
-  if constexpr (is_half_type<scalar_t>()) {
-    if (tensor_cores) {
-      return {true, kMmaThreads, kMmaGranule, kMmaTile,
+ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, bool vector_loads, int64_t batch) {
+  if constexpr (has_mma_tile<scalar_t>()) {
+    if (tensor_cores && (is_half_type<scalar_t>() || batch > kSmallBatchMax)) {
+      return {ForwardTile::kMma, kMmaThreads, kMmaGranule, kMmaTile,
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, true>)
                            : reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, false>),
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
                            : reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 1>)};
     }
   }
-  return {false, kSimtThreads, kSimtGranule, kSimtBatchTile,
+  if (batch <= kSmallBatchMax) {
+    return {ForwardTile::kSplitK, kSimtThreads, kSplitKGranule, kSmallBatchTile,
+            reinterpret_cast<const void*>(&lstm_forward_step_splitk<scalar_t, acc_t>),
+            reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 3>)};
+  }
+  return {ForwardTile::kSimt, kSimtThreads, kSimtGranule, kSimtBatchTile,
           reinterpret_cast<const void*>(&lstm_forward_step_simt<scalar_t, acc_t>),
           reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>)};
 }
@@ -509,7 +917,7 @@ cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& 
                                       const StepRows* schedule, int64_t num_steps, int64_t batch,
                                       bool tensor_cores, bool vector_loads, const DeviceLimits& limits,
                                       cudaStream_t stream) {
-  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads);
+  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads, batch);
   const dim3 grid = kind.grid(p.hidden, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
   const int widest = widest_k_chunk(p.proj, kind.granule, limits.shared_memory_per_block,
@@ -541,9 +949,9 @@ struct ForwardStepLaunch {
 };
 
 template <typename scalar_t, typename acc_t>
-cudaError_t prepare_forward_step(int64_t proj, bool tensor_cores, bool vector_loads,
+cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores, bool vector_loads,
                                  const DeviceLimits& limits, ForwardStepLaunch* launch) {
-  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads);
+  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
   launch->kernel = kind.step_kernel;
   launch->block = dim3(kind.threads);
@@ -557,7 +965,7 @@ cudaError_t prepare_forward_step(int64_t proj, bool tensor_cores, bool vector_lo
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward_step(const ForwardStepParams<scalar_t, acc_t>& p, const ForwardStepLaunch& launch,
                                 cudaStream_t stream) {
-  const dim3 grid(ceil_div(p.hidden, launch.batch_tile), ceil_div(p.step.rows, launch.batch_tile));
+  const dim3 grid(ceil_div(p.hidden, kSimtHiddenTile), ceil_div(p.step.rows, launch.batch_tile));
   int k_chunk = launch.k_chunk;
   void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &k_chunk};
   return cudaLaunchKernel(launch.kernel, grid, launch.block, args, launch.smem, stream);
@@ -596,6 +1004,37 @@ cudaError_t launch_backward_recurrence(const BackwardSequenceParams<scalar_t, ac
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
+}
+
+// Tensor-core persistent backward (Note [Tensor-core backward recurrence]) for half, bfloat16 and
+// float. Returns cudaErrorCooperativeLaunchTooLarge, launching nothing, where it does not apply:
+// double, the W_hh slice does not fit in shared memory, or the grid cannot be resident.
+template <typename scalar_t, typename acc_t>
+cudaError_t launch_backward_persistent_mma(const BackwardSequenceParams<scalar_t, acc_t>& p, int64_t batch,
+                                           const DeviceLimits& limits, cudaStream_t stream) {
+  if constexpr (has_mma_tile<scalar_t>()) {
+    const dim3 grid(ceil_div(p.cell.hidden, kMmaTile), ceil_div(batch, kMmaTile));
+    const int64_t K = kNumGates * p.cell.hidden;
+    const int64_t k_round = round_up(K, kMmaBackwardGranule);
+    const auto bytes = [&](int chunk) { return mma_backward_smem_bytes<scalar_t>(k_round, chunk); };
+    const void* kernel = reinterpret_cast<const void*>(&lstm_backward_persistent_mma<scalar_t>);
+    const int widest = widest_k_chunk(K, kMmaBackwardGranule, limits.shared_memory_per_block,
+                                      limits.forced_k_chunk, bytes);
+    // All of K staged at once when it fits; else, or when that grid cannot be resident, the
+    // narrowest chunk (less shared memory: more blocks per multiprocessor).
+    const int candidates[2] = {widest, kMmaBackwardGranule};
+    for (int k_chunk : candidates) {
+      const size_t smem = bytes(k_chunk);
+      if (smem > limits.shared_memory_per_block) continue;
+      cudaError_t err = allow_shared_memory(kernel, smem);
+      if (err != cudaSuccess) return err;
+      if (!grid_fits_resident(kernel, grid, kMmaBackwardThreads, smem, limits.multiprocessors)) continue;
+      void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p), &k_chunk};
+      return cudaLaunchCooperativeKernel(kernel, grid, dim3(kMmaBackwardThreads), args, smem, stream);
+    }
+  }
+  (void)p, (void)batch, (void)limits, (void)stream;
+  return cudaErrorCooperativeLaunchTooLarge;
 }
 
 template <typename acc_t>

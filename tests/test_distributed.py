@@ -1,0 +1,54 @@
+"""DistributedDataParallel over gloo, 2 CPU processes: a model holding fused_lstm.LSTM trains like
+one process on the full batch (same gradients, same parameters after optimizer steps).
+
+DDP needs nothing special from the module: its parameters are ordinary nn.Parameters and its
+backward is an autograd.Function, so DDP's gradient hooks and all-reduce see the same tensors as
+with nn.LSTM. The same holds with NCCL on GPUs (README: "Distributed training")."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import distributed_worker as worker
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="torch.distributed with gloo is not available")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_gloo_matches_single_process(tmp_path):
+    env = {**os.environ, "WORLD_SIZE": str(worker.WORLD), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, worker.__file__, str(tmp_path)],
+                              env={**env, "RANK": str(rank)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for rank in range(worker.WORLD)]
+    for rank, proc in enumerate(procs):
+        try:
+            output, _ = proc.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            pytest.fail(f"rank {rank} did not finish in 240 s")
+        assert proc.returncode == 0, f"rank {rank} failed:\n{output}"
+    torch.manual_seed(0)
+    single = worker.Tagger()
+    x, y = worker.make_data()
+    grads = worker.train(single, x, y)  # the full batch: the mean loss DDP's averaged gradients match
+    names = [n for n, _ in single.named_parameters()]
+    for rank in range(worker.WORLD):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        for name, got, want in zip(names, result["grads"], grads):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"grad {name}: {m}")
+        for name, got, want in zip(names, result["params"], single.parameters()):
+            torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6,
+                                       msg=lambda m: f"param {name}: {m}")
