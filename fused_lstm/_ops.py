@@ -50,3 +50,89 @@ def _lstm_layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, weig
     return (maybe(want_input, input), hx.new_empty(hx.shape), cx.new_empty(cx.shape),
             maybe(want_weights, weight_ih), maybe(want_weights, weight_hh), grad_bias,
             grad_weight_hr)
+
+
+# Note [vmap rules]
+# How each argument and output of the ops behaves when a vmapped dimension V is folded into the
+# LSTM batch: "token" tensors are [T, B, X] (padded) or [N, X] (packed) and "row" tensors
+# [B, X]; the vmapped dimension goes right after B (or N), so the folded rows are ordered
+# (b, v) and packed step t runs its first V * batch_sizes[t] rows. Weights must not be vmapped
+# to fold; batch_sizes never may be (a packed schedule is shared by the whole vmapped batch).
+FORWARD_VMAP_ROLES = (
+    ("token", "row", "row", "weight", "weight", "weight", "weight", "weight", "batch_sizes",
+     None, None),
+    ("token", "row", "row", "token", "token"))
+BACKWARD_VMAP_ROLES = (
+    ("token", "row", "row", "token", "row", "row", "weight", "weight", "weight", "batch_sizes",
+     None, None, "token", "token", "token", None),
+    ("token", "row", "row", "weight", "weight", "weight", "weight"))
+
+
+VMAPPED_BATCH_SIZES = ("fused_lstm: vmap over batch_sizes is not supported (the packed schedule "
+                       "must be shared by the whole vmapped batch); vmap over the packed data "
+                       "instead")
+
+
+def check_batch_sizes_not_vmapped(batch_sizes) -> None:
+    """Raises the clear error before anything reads a vmapped batch_sizes (``.item()``)."""
+    if batch_sizes is not None and torch._C._functorch.is_batchedtensor(batch_sizes):
+        raise RuntimeError(VMAPPED_BATCH_SIZES)
+
+
+def _fold(tensor, bdim, axis, size):
+    if tensor is None:
+        return None
+    if bdim is None:
+        tensor = tensor.unsqueeze(axis + 1).expand(
+            *tensor.shape[:axis + 1], size, *tensor.shape[axis + 1:])
+    else:
+        tensor = tensor.movedim(bdim, axis + 1)
+    return tensor.flatten(axis, axis + 1)
+
+
+def fold_or_loop_vmap(fn, roles, info, in_dims, args, fold):
+    """The vmap rule of ``fn`` (an op, or the autograd.Function's apply) with ``roles`` =
+    (argument roles, output roles) as in Note [vmap rules]: one call of ``fn`` over the folded
+    batch when ``fold`` and no weight is vmapped, else one call per vmapped slice."""
+    arg_roles, out_roles = roles
+    size = info.batch_size
+    bs_index = arg_roles.index("batch_sizes")
+    if in_dims[bs_index] is not None:
+        raise RuntimeError(VMAPPED_BATCH_SIZES)
+    if not fold or any(d is not None for r, d in zip(arg_roles, in_dims) if r == "weight"):
+        slices = [fn(*(a.select(d, v) if isinstance(d, int) else a
+                       for a, d in zip(args, in_dims)))
+                  for v in range(size)]
+        return tuple(torch.stack(column) for column in zip(*slices)), (0,) * len(out_roles)
+    token_axis = 0 if args[bs_index] is not None else 1
+    axes = {"token": token_axis, "row": 0}
+    folded = [_fold(a, d, axes[r], size) if r in axes else a
+              for a, d, r in zip(args, in_dims, arg_roles)]
+    if args[bs_index] is not None:
+        folded[bs_index] = args[bs_index] * size
+    outputs, out_dims = [], []
+    for out, role in zip(fn(*folded), out_roles):
+        if out.dim() == 1 and out.numel() == 0:  # not computed (workspace, masked gradient)
+            outputs.append(out)
+            out_dims.append(None)
+        else:
+            axis = axes[role]
+            outputs.append(out.unflatten(axis, (out.size(axis) // size, size)))
+            out_dims.append(axis + 1)
+    return tuple(outputs), tuple(out_dims)
+
+
+@torch.library.register_vmap("fused_lstm::lstm_layer_forward")
+def _lstm_layer_forward_vmap(info, in_dims, *args):
+    # The op called directly under vmap (LSTMLayerFunction has its own rule, the same one).
+    return fold_or_loop_vmap(lstm_layer_forward, FORWARD_VMAP_ROLES, info, in_dims, args,
+                             fold=True)
+
+
+@torch.library.register_vmap("fused_lstm::lstm_layer_backward")
+def _lstm_layer_backward_vmap(info, in_dims, *args):
+    # Per-sample weight gradients (vmap(grad(f)), jacrev over weights) need one sum per vmapped
+    # slice, which the folded call cannot give: loop then. Input/state gradients fold.
+    output_mask = args[-1]
+    return fold_or_loop_vmap(lstm_layer_backward, BACKWARD_VMAP_ROLES, info, in_dims, args,
+                             fold=not output_mask[1])

@@ -3,53 +3,247 @@
 from typing import Optional, Tuple
 
 import torch
+import torch.autograd.forward_ad as _fwad
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch._C._functorch import maybe_current_level, unwrap_if_dead
 
 from . import _ops
+from .reference import lstm_layer_reference, lstm_layer_reference_jvp
 
 
-class LSTMLayerFunction(torch.autograd.Function):
-    """Autograd over ``lstm_layer_forward`` / ``lstm_layer_backward``.
+# Note [Higher-order autograd]
+# First order stays exactly the fused path: LSTMLayerFunction saves what it always saved (plus
+# references to the biases, which are its inputs) and its backward calls the fused backward op.
+# When that backward runs where a graph of the gradient may be recorded (create_graph=True, a
+# torch.func grad/jvp/vmap level, a forward-AD dual level), the op is called through
+# _LSTMLayerBackward, an autograd.Function whose forward is the same fused op and whose own
+# derivatives (backward = double backward, jvp = forward-over-reverse) recompute the layer
+# through the plain differentiable step loop of reference.py. So a second derivative costs a
+# reference recompute only when one is actually taken; torch.func.grad, jacrev and per-sample
+# gradients (vmap(grad)) stay on the fused kernels. The recompute is made of torch ops, so it
+# runs on CPU and CUDA (cuDNN's LSTM has no double backward) and differentiates to any order.
+#
+# Forward mode (LSTMLayerFunction.jvp) is composite for the same reason:
+# reference.lstm_layer_reference_jvp runs the tangent recurrence (d gates from dx, dh_{t-1} and
+# the weights' tangents; then dc_t, dh_t) in torch ops next to a recompute of the primal. It
+# needs no workspace (forwards without grad save none), works on CPU and CUDA, and is itself
+# differentiable under outer transforms (jacfwd(jacrev), hessian). It is written out rather
+# than taken from torch.func.jvp of the reference because a jvp rule cannot open a nested
+# forward-AD level under torch.autograd.forward_ad. A fused tangent kernel would be a new op and
+# CUDA kernel for a path used on small problems (Hessian-vector products, meta-learning), not
+# for training throughput.
+#
+# vmap: LSTMLayerFunction.vmap folds the vmapped dimension into the LSTM batch when neither the
+# weights nor batch_sizes are vmapped (one fused call over V*B rows; Note [vmap rules] in
+# _ops.py), and loops over it, one fused call per slice, when the weights are (ensembles). The
+# backward op has the same kind of rule, except that per-slice weight gradients (per-sample
+# gradients, jacrev over weights) need one call per slice.
 
-    The forward op saves its workspace (activated gates and cell states) only when a gradient
-    will be asked for: some input needs one (``ctx.needs_input_grad``; grad mode is always off
-    inside ``forward``) and grad mode was on at the call (``grad_enabled``, read by the caller),
-    so ``torch.no_grad()`` inference allocates no workspace.
+# The backward op's gradients (input, hx, cx, weight_ih, weight_hh, bias, weight_hr) as indices
+# of the layer's primals (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr).
+_PRIMAL_OF_GRAD = (0, 1, 2, 3, 4, 5, 7)
+
+
+def _requires_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _zeros_for_none(tensors, like):
+    return tuple(torch.zeros_like(o) if t is None else t for t, o in zip(tensors, like))
+
+
+def _substitute(values, index, replacements):
+    values = list(values)
+    for i, value in zip(index, replacements):
+        values[i] = value
+    return values
+
+
+def _reference_vjp(primals, cotangents, index, batch_sizes, reverse):
+    """Gradients of <cotangents, reference layer(primals)> with respect to ``primals[i] for i in
+    index``: differentiable, to any order."""
+    def layer(*args):
+        return lstm_layer_reference(*_substitute(primals, index, args),
+                                    batch_sizes=batch_sizes, reverse=reverse)
+
+    outs, pullback = torch.func.vjp(layer, *(primals[i] for i in index))
+    return pullback(_zeros_for_none(cotangents, outs))
+
+
+class _LSTMLayerBackward(torch.autograd.Function):
+    """The fused backward op as a differentiable function of the upstream gradients and the
+    layer's primals (Note [Higher-order autograd]).
+
+    ``apply(grad_output, grad_hy, grad_cy, *primals, output, gates, cells, batch_sizes, reverse,
+    wanted)`` returns the op's gradients listed in ``wanted``, a frozenset of indices into the
+    op's outputs (not a tuple: vmap would take a tuple for a container of its inputs).
+    """
+
+    generate_vmap_rule = True  # forward is the op (which has a vmap rule), the rest torch ops
+
+    @staticmethod
+    def forward(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, bias_ih,
+                bias_hh, weight_hr, output, gates, cells, batch_sizes, reverse, wanted):
+        grads = _ops.lstm_layer_backward(
+            grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr,
+            batch_sizes, reverse, bias_ih is not None, output, gates, cells,
+            [0 in wanted, any(k >= 3 for k in wanted)])
+        return tuple(grads[k] for k in sorted(wanted))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.set_materialize_grads(False)
+        ctx.reverse, ctx.wanted = inputs[15], inputs[16]
+        saved = (*inputs[:11], inputs[14])  # upstream gradients, primals, batch_sizes
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)  # the same tuple: generate_vmap_rule tracks one layout
+
+    @staticmethod
+    def _unpack(ctx):
+        saved = ctx.saved_tensors
+        return saved[:3], saved[3:11], saved[11], [_PRIMAL_OF_GRAD[k] for k in sorted(ctx.wanted)]
+
+    @staticmethod
+    def backward(ctx, *grad_grads):
+        cotangents, primals, batch_sizes, index = _LSTMLayerBackward._unpack(ctx)
+        needs = ctx.needs_input_grad
+        # Differentiate the recomputed first-order gradients with respect to the upstream
+        # gradients and primals that need it. (output, gates and cells are functions of the
+        # primals, which the recompute differentiates through: they get no gradient here.)
+        arguments = (*cotangents, *primals)
+        diff = [j for j in range(11) if needs[j] and arguments[j] is not None]
+        result = [None] * 17
+        if not diff:
+            return tuple(result)
+
+        def first_order(*args):
+            full = _substitute(arguments, diff, args)
+            return _reference_vjp(full[3:], full[:3], index, batch_sizes, ctx.reverse)
+
+        outs, pullback = torch.func.vjp(first_order, *(arguments[j] for j in diff))
+        for j, grad in zip(diff, pullback(_zeros_for_none(grad_grads, outs))):
+            result[j] = grad
+        return tuple(result)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        # With s(p) = <u, f(p)> the op computes grad_p s. Its tangent along (dp, du) is
+        # J(p)^T du + grad_p <u, J(p) dp>: two vector-Jacobian products, the second of the
+        # written-out tangent recurrence, so no forward-AD level is opened here.
+        cotangents, primals, batch_sizes, index = _LSTMLayerBackward._unpack(ctx)
+        d_cotangents, d_primals = tangents[:3], tangents[3:11]
+        result = (None,) * len(index)  # also when only output/gates/cells had tangents
+        if any(t is not None for t in d_cotangents):
+            result = _reference_vjp(primals, d_cotangents, index, batch_sizes, ctx.reverse)
+        if any(t is not None for t in d_primals):
+            def directional(*args):
+                return lstm_layer_reference_jvp(_substitute(primals, index, args), d_primals,
+                                                batch_sizes, ctx.reverse)
+
+            outs, pullback = torch.func.vjp(directional, *(primals[i] for i in index))
+            second = pullback(_zeros_for_none(cotangents, outs))
+            result = tuple(b if a is None else a + b for a, b in zip(result, second))
+        return result
+
+
+def _graph_may_be_recorded() -> bool:
+    """False in the plain loss.backward() case (grad mode off, no torch.func transform, no
+    forward-AD level): then nothing can differentiate the gradient."""
+    return (torch.is_grad_enabled() or _fwad._current_level >= 0
+            or maybe_current_level() is not None)
+
+
+class _LSTMLayerFunctionBase(torch.autograd.Function):
+    """Forward op, context and backward (Note [Higher-order autograd]). Used as is under
+    torch.compile, which cannot trace a custom ``jvp``; eager code uses
+    :class:`LSTMLayerFunction`, which adds ``jvp`` and ``vmap``.
+
+    ``save_workspace`` is decided by the caller (``forward`` has no ctx to read
+    ``needs_input_grad``): some input requires grad and grad mode is on, so ``torch.no_grad()``
+    inference allocates no workspace. The op returns the workspace (activated gates and cell
+    states) as two non-differentiable outputs, which is how setup_context gets to save it.
     """
 
     @staticmethod
-    def forward(ctx, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                batch_sizes, reverse, grad_enabled):
-        training = grad_enabled and any(ctx.needs_input_grad[:8])
-        output, hy, cy, gates, cells = _ops.lstm_layer_forward(
-            input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
-            reverse, training)
-        ctx.reverse = reverse
-        ctx.has_bias = bias_ih is not None
-        if training:
-            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, weight_hr, batch_sizes,
-                                  output, gates, cells)
-        return output, hy, cy
+    def forward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
+                reverse, save_workspace):
+        return _ops.lstm_layer_forward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                       weight_hr, batch_sizes, reverse, save_workspace)
 
     @staticmethod
-    @once_differentiable  # the backward op has no derivative yet: refuse double backward loudly
-    def backward(ctx, grad_output, grad_hy, grad_cy):
-        (input, hx, cx, weight_ih, weight_hh, weight_hr, batch_sizes, output, gates,
-         cells) = ctx.saved_tensors
+    def setup_context(ctx, inputs, output):
+        primals = inputs[:9]  # input, hx, cx, the five weights, batch_sizes
+        reverse, save_workspace = inputs[9], inputs[10]
+        out, _, _, gates, cells = output
+        ctx.mark_non_differentiable(gates, cells)
+        ctx.set_materialize_grads(False)  # the op takes None for an unused output's gradient
+        ctx.reverse = reverse
+        ctx.has_workspace = save_workspace
+        # The primals are this call's own inputs (no memory of their own); the workspace is
+        # saved only when it was computed. The jvp rule gets the primals too.
+        if save_workspace:
+            ctx.save_for_backward(*primals, out, gates, cells)
+        else:
+            ctx.save_for_backward(*primals)
+        ctx.save_for_forward(*primals)
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
+        saved = ctx.saved_tensors
+        primals, batch_sizes = saved[:8], saved[8]
         needs = ctx.needs_input_grad
-        output_mask = [needs[0], any(needs[3:8])]
-        (grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh, grad_bias,
-         grad_weight_hr) = _ops.lstm_layer_backward(
-            grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr,
-            batch_sizes, ctx.reverse, ctx.has_bias, output, gates, cells, output_mask)
+        wanted = [k for k, i in enumerate(_PRIMAL_OF_GRAD)
+                  if primals[i] is not None and (needs[i] or (i == 5 and needs[6]))]
+        grads = [None] * 11
+        if not wanted:
+            return tuple(grads)
+        upstream = (grad_output, grad_hy, grad_cy)
+        if not ctx.has_workspace:
+            # The forward ran without saving (no input required grad where it was called):
+            # recompute, which is always right.
+            result = _reference_vjp(primals, upstream, [_PRIMAL_OF_GRAD[k] for k in wanted],
+                                    batch_sizes, ctx.reverse)
+        elif torch.compiler.is_compiling() or not _graph_may_be_recorded():
+            op_grads = _ops.lstm_layer_backward(
+                *upstream, saved[0], saved[1], saved[2], saved[3], saved[4], saved[7],
+                batch_sizes, ctx.reverse, primals[5] is not None, *saved[9:],
+                [needs[0], any(needs[3:8])])
+            result = [op_grads[k] for k in wanted]
+        else:
+            result = _LSTMLayerBackward.apply(*upstream, *primals, *saved[9:], batch_sizes,
+                                              ctx.reverse, frozenset(wanted))
+        for k, grad in zip(wanted, result):
+            grads[_PRIMAL_OF_GRAD[k]] = grad
+            if k == 5:
+                grads[6] = grad  # d/d bias_hh = d/d bias_ih
+        return tuple(grads)
 
-        def keep(grad, index):
-            return grad if needs[index] else None
 
-        return (keep(grad_input, 0), keep(grad_hx, 1), keep(grad_cx, 2),
-                keep(grad_weight_ih, 3), keep(grad_weight_hh, 4), keep(grad_bias, 5),
-                keep(grad_bias, 6), keep(grad_weight_hr, 7), None, None, None)
+class LSTMLayerFunction(_LSTMLayerFunctionBase):
+    """Autograd over ``lstm_layer_forward`` / ``lstm_layer_backward``, with every torch.func
+    transform: first-order backward on the fused op, higher orders, forward mode and vmap as
+    Note [Higher-order autograd] describes.
+
+    ``apply(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
+    reverse, save_workspace)`` returns ``(output, hy, cy, gates, cells)``; the last two are the
+    workspace (empty when not saved), non-differentiable.
+    """
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        primals, batch_sizes = ctx.saved_tensors[:8], ctx.saved_tensors[8]
+        output_t, hy_t, cy_t = lstm_layer_reference_jvp(primals, tangents[:8], batch_sizes,
+                                                        ctx.reverse)
+        return output_t, hy_t, cy_t, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        args = list(args)
+        # grad(vmap(f)): the tensors under this level may require grad although the caller's
+        # BatchedTensors did not say so.
+        args[10] = args[10] or _requires_grad(args[:8])
+        return _ops.fold_or_loop_vmap(LSTMLayerFunction.apply, _ops.FORWARD_VMAP_ROLES, info,
+                                      in_dims, args, fold=True)
 
 
 def lstm_layer(
@@ -90,8 +284,11 @@ def lstm_layer(
         ``h``; ``hy`` ``[B, P]`` and ``cy`` ``[B, H]`` are each sequence's final states.
 
     Arithmetic and the cell state are float32 for float16/bfloat16 inputs; outputs have the
-    input's dtype. Differentiable with respect to every tensor argument except ``batch_sizes``.
+    input's dtype. Differentiable with respect to every tensor argument except ``batch_sizes``,
+    to any order, in forward mode and under torch.func transforms (vmap included); see Note
+    [Higher-order autograd].
     """
+    _ops.check_batch_sizes_not_vmapped(batch_sizes)
     batch = hx.size(0) if hx is not None else (
         int(batch_sizes[0]) if batch_sizes is not None and batch_sizes.numel() > 0
         else input.size(1) if input.dim() == 3 else 0)
@@ -101,5 +298,25 @@ def lstm_layer(
         hx = input.new_zeros((batch, proj))
     if cx is None:
         cx = input.new_zeros((batch, hidden))
-    return LSTMLayerFunction.apply(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
-                                   weight_hr, batch_sizes, reverse, torch.is_grad_enabled())
+    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    args = (*args, batch_sizes, reverse, _requires_grad(args))
+    if torch.compiler.is_compiling():
+        # Dynamo cannot trace a custom jvp: compiled code runs the class without it.
+        output, hy, cy, _, _ = _LSTMLayerFunctionBase.apply(*args)
+    elif torch._C._are_functorch_transforms_active():
+        output, hy, cy, _, _ = LSTMLayerFunction.apply(*args)
+    else:
+        output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
+    return output, hy, cy
+
+
+def _apply_outside_transforms(function, args):
+    """``function.apply(*args)`` without its per-call ``inspect.signature`` binding.
+
+    With a ``setup_context``, ``torch.autograd.Function.apply`` binds the arguments to
+    ``forward``'s signature on every call (about 20 us, as much as a small layer's whole step);
+    ours are always complete and positional. Outside torch.func transforms it then only unwraps
+    dead functorch wrappers and calls the C++ apply, which this does directly.
+    """
+    args = tuple(unwrap_if_dead(a) if isinstance(a, Tensor) else a for a in args)
+    return super(torch.autograd.Function, function).apply(*args)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from ._ops import check_batch_sizes_not_vmapped
 from .functional import lstm_layer
 
 
@@ -242,6 +243,7 @@ class LSTM(nn.Module):
         batch_sizes = sorted_indices = unsorted_indices = None
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            check_batch_sizes_not_vmapped(batch_sizes)
             is_batched = True
             mini_batch = int(batch_sizes[0])
         else:

@@ -75,6 +75,15 @@ def nn_params_of(nn_lstm: nn.LSTM, layer: int = 0, reverse: bool = False) -> dic
     return {k: getattr(nn_lstm, k + sfx, None) for k in PARAM_KINDS}
 
 
+def spread_biases_(module: nn.Module) -> nn.Module:
+    """Make a module's biases clearly non-zero and different from each other (U(-0.5, 0.5))."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.startswith("bias"):
+                p.uniform_(-0.5, 0.5)
+    return module
+
+
 def round_to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Round a tensor's values to what `dtype` can represent, keeping its dtype."""
     return t.to(dtype).to(t.dtype)
