@@ -101,6 +101,10 @@ LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tens
       TORCH_CHECK(t == 0 || sizes[t] <= sizes[t - 1], op,
                   ": expected non-increasing batch_sizes (sequences sorted by length), got batch_sizes[",
                   t, "] = ", sizes[t], " > batch_sizes[", t - 1, "] = ", sizes[t - 1]);
+      // Checked before adding, so the running sum never overflows whatever the values are.
+      TORCH_CHECK(sizes[t] <= input.size(0) - total, op,
+                  ": expected sum(batch_sizes) == input.size(0) (", input.size(0),
+                  " packed rows), but batch_sizes[", t, "] = ", sizes[t], " runs past them");
       total += sizes[t];
     }
     TORCH_CHECK(total == input.size(0), op, ": expected sum(batch_sizes) == input.size(0), got ",
@@ -233,6 +237,14 @@ BackwardResult lstm_layer_backward_impl(
   check_grad("grad_cy", grad_cy, {B, H});
   TORCH_CHECK(output.sizes() == at::IntArrayRef(out_shape), op, ": expected output of shape ",
               at::IntArrayRef(out_shape), ", got ", output.sizes());
+  // The dispatcher picks the kernel from any argument's device: a workspace left on another
+  // device would otherwise reach this device's kernels as a foreign pointer.
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"output", output},
+                                std::pair<const char*, const Tensor&>{"gates", gates},
+                                std::pair<const char*, const Tensor&>{"cells", cells}}) {
+    TORCH_CHECK(t.device() == input.device(), op, ": expected ", name, " on the device of input (",
+                input.device(), "), got ", t.device());
+  }
 
   const bool want_input = output_mask[0], want_weights = output_mask[1];
   // Results not asked for (output_mask) or not applicable (no bias, no projection) are empty,

@@ -17,9 +17,25 @@ def _opmath_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _check_devices(op, input, batch_sizes, **tensors):
+    # The dispatcher runs a fake kernel whenever ANY argument is on the meta device, so these
+    # checks mirror the C++ ones that the device kernels would have made (same messages).
+    for name, t in tensors.items():
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"fused_lstm.{op}: expected {name} on the device of input "
+                               f"({input.device}), got {t.device}")
+    if batch_sizes is not None and (batch_sizes.device.type != "cpu" or batch_sizes.dim() != 1
+                                    or batch_sizes.dtype != torch.int64):
+        raise RuntimeError(f"fused_lstm.{op}: expected batch_sizes to be a 1-D int64 CPU tensor "
+                           f"(PackedSequence.batch_sizes), got {batch_sizes.dim()}-D "
+                           f"{batch_sizes.dtype} on {batch_sizes.device}")
+
+
 @torch.library.register_fake("fused_lstm::lstm_layer_forward")
 def _lstm_layer_forward_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                              batch_sizes, reverse, save_workspace):
+    _check_devices("lstm_layer_forward", input, batch_sizes, hx=hx, cx=cx, weight_ih=weight_ih,
+                   weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh, weight_hr=weight_hr)
     hidden = weight_hh.size(0) // 4
     proj = weight_hr.size(0) if weight_hr is not None else hidden
     tokens_shape = input.shape[:-1]
@@ -38,6 +54,10 @@ def _lstm_layer_forward_fake(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_
 def _lstm_layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh,
                               weight_hr, batch_sizes, reverse, has_bias, output, gates, cells,
                               output_mask):
+    _check_devices("lstm_layer_backward", input, batch_sizes, grad_output=grad_output,
+                   grad_hy=grad_hy, grad_cy=grad_cy, hx=hx, cx=cx, weight_ih=weight_ih,
+                   weight_hh=weight_hh, weight_hr=weight_hr, output=output, gates=gates,
+                   cells=cells)
     want_input, want_weights = output_mask
 
     def maybe(want, like):

@@ -288,10 +288,21 @@ def lstm_layer(
     to any order, in forward mode and under torch.func transforms (vmap included); see Note
     [Higher-order autograd].
     """
+    for name, value, optional in (("input", input, False), ("hx", hx, True), ("cx", cx, True),
+                                  ("weight_ih", weight_ih, False), ("weight_hh", weight_hh, False),
+                                  ("bias_ih", bias_ih, True), ("bias_hh", bias_hh, True),
+                                  ("weight_hr", weight_hr, True), ("batch_sizes", batch_sizes, True)):
+        if not isinstance(value, Tensor) and not (optional and value is None):
+            raise TypeError(f"fused_lstm.lstm_layer: expected {name} to be a Tensor"
+                            f"{' or None' if optional else ''}, got {type(value).__name__}")
     _ops.check_batch_sizes_not_vmapped(batch_sizes)
     batch = hx.size(0) if hx is not None else (
         int(batch_sizes[0]) if batch_sizes is not None and batch_sizes.numel() > 0
         else input.size(1) if input.dim() == 3 else 0)
+    if batch_sizes is not None and hx is None:  # checked before the states are allocated from it
+        torch._check(batch <= input.size(0), lambda: (
+            "fused_lstm.lstm_layer: expected batch_sizes[0] to be at most input.size(0) (the "
+            "number of packed rows)"))
     hidden = weight_hh.size(0) // 4
     proj = weight_hr.size(0) if weight_hr is not None else hidden
     if hx is None:

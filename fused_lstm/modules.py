@@ -244,8 +244,16 @@ class LSTM(nn.Module):
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
             check_batch_sizes_not_vmapped(batch_sizes)
+            if batch_sizes.numel() == 0:  # nn.LSTM fails here with an IndexError too
+                raise IndexError("LSTM: expected a PackedSequence with at least one time step, "
+                                 "got an empty batch_sizes")
             is_batched = True
             mini_batch = int(batch_sizes[0])
+            # Before the states are allocated from it (torch._check: also under torch.compile,
+            # whose message closures may only hold constants).
+            torch._check(mini_batch <= input.size(0), lambda: (
+                "LSTM: expected batch_sizes[0] to be at most the number of packed rows "
+                "(PackedSequence.data.size(0))"))
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")

@@ -1,0 +1,378 @@
+"""A battery of wrong, degenerate and hostile inputs for the module, the functional API and the
+raw ops. Complements tests/test_errors.py (one argument at a time: dims, shapes, dtypes,
+batch_sizes) with devices, non-Tensor arguments, malformed PackedSequences, sizes past 32-bit
+(and 64-bit) arithmetic, state_dict and parameter surgery, the backward op's own arguments, and
+inputs that are legal but hostile (non-contiguous, overlapping, T = 0, B = 0, NaN/Inf), which
+must give nn.LSTM's results (NaN/Inf: the same positions as nn.LSTM, in outputs and gradients).
+
+Every case runs in this process, so a crash or hang fails the run; README (Reliability) records
+this battery run under AddressSanitizer/UBSan.
+"""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+import fused_lstm
+from lstm_testing import assert_close, grads
+from test_errors import B, H, I, P, T, base
+
+F64, F32 = torch.float64, torch.float32
+BIG = 2**32 + 1  # a batch size that 32-bit arithmetic would truncate to 1
+op_forward = torch.ops.fused_lstm.lstm_layer_forward
+op_backward = torch.ops.fused_lstm.lstm_layer_backward
+
+
+def meta(t):
+    return t.to("meta")
+
+
+def module_with(name=None, value=None, **kw):
+    """fused_lstm.LSTM(I, H, **kw), with parameter `name` replaced by `value` when given."""
+    m = fused_lstm.LSTM(I, H, **kw)
+    if name is not None:
+        setattr(m, name, nn.Parameter(value))
+    return m
+
+
+def x3():
+    return torch.randn(T, B, I)
+
+
+def state(width=H, batch=B, layers=1):
+    return torch.zeros(layers, batch, width)
+
+
+def load(state_dict, **kw):
+    return module_with(**kw).load_state_dict(state_dict)
+
+
+def functional(**overrides):
+    a = base()
+    a.update(overrides)
+    return fused_lstm.lstm_layer(a["input"], a["hx"], a["cx"], a["weight_ih"], a["weight_hh"],
+                                 bias_ih=a["bias_ih"], bias_hh=a["bias_hh"],
+                                 weight_hr=a["weight_hr"], batch_sizes=a["batch_sizes"])
+
+
+def forward_op(a, save_workspace=True):
+    return op_forward(a["input"], a["hx"], a["cx"], a["weight_ih"], a["weight_hh"], a["bias_ih"],
+                      a["bias_hh"], a["weight_hr"], a["batch_sizes"], False, save_workspace)
+
+
+def on(device, a):
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) and k != "batch_sizes" else v)
+            for k, v in a.items()}
+
+
+def backward_op(device="cpu", **overrides):
+    """The backward op on a valid forward's results, with some arguments replaced (a callable
+    override gets the valid arguments)."""
+    a = on(device, base())
+    output, hy, cy, gates, cells = forward_op(a)
+    b = dict(grad_output=torch.randn_like(output), grad_hy=torch.randn_like(hy),
+             grad_cy=torch.randn_like(cy), input=a["input"], hx=a["hx"], cx=a["cx"],
+             weight_ih=a["weight_ih"], weight_hh=a["weight_hh"], weight_hr=None, batch_sizes=None,
+             reverse=False, has_bias=True, output=output, gates=gates, cells=cells,
+             output_mask=[True, True])
+    b.update({k: (v(b) if callable(v) else v) for k, v in overrides.items()})
+    return op_backward(**b)
+
+
+def huge_bs_sum():
+    # batch_sizes whose sum wraps int64 to exactly input.size(0) = 3, with matching (zero-stride,
+    # hidden size 1) states, so only the overflow itself can be caught.
+    wide = 2**62
+    return dict(input=torch.randn(3, I), batch_sizes=torch.tensor([wide] * 4 + [3]),
+                hx=torch.zeros(1, 1).expand(wide, 1), cx=torch.zeros(1, 1).expand(wide, 1),
+                weight_ih=torch.randn(4, I), weight_hh=torch.randn(4, 1), bias_ih=None, bias_hh=None)
+
+
+# name: (call, exception class, regex the message must match: the argument's name)
+RAISES = {
+    # -- module: devices, PackedSequence, 32-bit sizes, state_dict and parameter surgery --------
+    "module/input-on-meta": (lambda: module_with()(meta(x3())), RuntimeError, "device"),
+    "module/h0-on-meta": (lambda: module_with()(x3(), (meta(state()), state())), RuntimeError,
+                          "hx on the device"),
+    "module/weight-on-meta": (lambda: module_with("weight_ih_l0", meta(torch.randn(4 * H, I)))(x3()),
+                              RuntimeError, "weight_ih on the device"),
+    "module/empty-packed": (lambda: module_with()(PackedSequence(torch.empty(0, I),
+                                                                 torch.empty(0, dtype=torch.long))),
+                            IndexError, "batch_sizes"),
+    "module/batch_sizes-longer-than-data": (
+        lambda: module_with()(PackedSequence(torch.randn(3, I), torch.tensor([2, 2, 2]))),
+        RuntimeError, "batch_sizes"),
+    "module/batch_sizes0-beyond-data": (
+        lambda: module_with()(PackedSequence(torch.randn(3, I), torch.tensor([2**40]))),
+        RuntimeError, r"batch_sizes\[0\]"),
+    "module/batch_sizes-int32": (
+        lambda: module_with()(PackedSequence(torch.randn(5, I), torch.tensor([2, 2, 1], dtype=torch.int32))),
+        RuntimeError, "batch_sizes"),
+    "module/batch-2^32+1-vs-h0-batch-1": (
+        lambda: module_with()(torch.zeros(1, 1, I).expand(T, BIG, I), (state(batch=1), state(batch=1))),
+        RuntimeError, r"hidden\[0\]"),
+    "module/hx-not-a-pair": (lambda: module_with()(x3(), state()), TypeError, "hx"),
+    "module/state_dict-wrong-hidden": (lambda: load(nn.LSTM(I, H + 1).state_dict()), RuntimeError,
+                                       "size mismatch for weight_ih_l0"),
+    "module/state_dict-with-projection": (lambda: load(nn.LSTM(I, H, proj_size=P).state_dict()),
+                                          RuntimeError, "weight_hr_l0"),
+    "module/state_dict-missing-bias": (
+        lambda: load({k: v for k, v in nn.LSTM(I, H).state_dict().items() if k != "bias_hh_l0"}),
+        RuntimeError, "bias_hh_l0"),
+    "module/state_dict-bidirectional-into-one-direction": (
+        lambda: load(nn.LSTM(I, H, bidirectional=True).state_dict()), RuntimeError, "_reverse"),
+    "module/weight_hh-replaced-wrong-shape": (
+        lambda: module_with("weight_hh_l0", torch.randn(4 * H, H + 1))(x3()), RuntimeError, "weight_hh"),
+    "module/bias-replaced-wrong-dtype": (
+        lambda: module_with("bias_hh_l0", torch.randn(4 * H, dtype=F64))(x3()), ValueError, "bias_hh"),
+    # -- functional ----------------------------------------------------------------------------
+    "functional/input-not-a-tensor": (lambda: functional(input=[[1.0] * I]), TypeError, "input"),
+    "functional/batch_sizes-a-list": (lambda: functional(input=torch.randn(5, I), batch_sizes=[2, 2, 1]),
+                                      TypeError, "batch_sizes"),
+    "functional/weight_hh-None": (lambda: functional(weight_hh=None), TypeError, "weight_hh"),
+    "functional/batch_sizes-sum-overflows-int64": (lambda: functional(**huge_bs_sum()), RuntimeError,
+                                                   "batch_sizes"),
+    "functional/batch_sizes0-beyond-data-no-hx": (
+        lambda: functional(input=torch.randn(3, I), batch_sizes=torch.tensor([2**40]), hx=None, cx=None),
+        RuntimeError, r"batch_sizes\[0\]"),
+    "functional/packed-batch-2^32+1-vs-hx-batch-1": (
+        lambda: functional(input=torch.zeros(1, I).expand(BIG, I), batch_sizes=torch.tensor([BIG]),
+                           hx=torch.zeros(1, H), cx=torch.zeros(1, H)),
+        RuntimeError, "hx"),
+    # -- raw forward op ------------------------------------------------------------------------
+    "op/hx-on-meta": (lambda: forward_op({**base(), "hx": meta(torch.zeros(B, H))}), RuntimeError,
+                      "hx on the device"),
+    "op/batch_sizes-on-meta": (
+        lambda: forward_op({**base(packed=True), "batch_sizes": meta(torch.tensor([2, 2, 1]))}),
+        RuntimeError, "batch_sizes"),
+    "op/batch_sizes-sum-overflows-int64": (lambda: forward_op({**base(), **huge_bs_sum()}), RuntimeError,
+                                           "batch_sizes"),
+    # -- raw backward op -----------------------------------------------------------------------
+    "backward/workspace-not-saved": (
+        lambda: backward_op(gates=torch.empty(0), cells=torch.empty(0)), RuntimeError, "save_workspace"),
+    "backward/gates-float64": (lambda: backward_op(gates=lambda b: b["gates"].double()), RuntimeError,
+                               "gates"),
+    "backward/cells-wrong-size": (lambda: backward_op(cells=torch.randn(T, B, H - 1)), RuntimeError,
+                                  "cells"),
+    "backward/gates-on-meta": (lambda: backward_op(gates=lambda b: meta(b["gates"])), RuntimeError,
+                               "gates on the device"),
+    "backward/grad_output-shape": (lambda: backward_op(grad_output=torch.randn(T, B + 1, H)),
+                                   RuntimeError, "grad_output"),
+    "backward/grad_hy-shape": (lambda: backward_op(grad_hy=torch.randn(B, H + 1)), RuntimeError,
+                               "grad_hy"),
+    "backward/grad_cy-shape": (lambda: backward_op(grad_cy=torch.randn(B + 1, H)), RuntimeError,
+                               "grad_cy"),
+    "backward/output-shape": (lambda: backward_op(output=torch.randn(T + 1, B, H)), RuntimeError,
+                              "output"),
+    "backward/hx-batch": (lambda: backward_op(hx=torch.randn(B + 1, H)), RuntimeError, "hx"),
+    "backward/weight_hr-not-used-forward": (lambda: backward_op(weight_hr=torch.randn(P, H)),
+                                            RuntimeError, "weight_hh|weight_hr"),
+}
+
+
+@pytest.mark.parametrize("name", list(RAISES))
+def test_bad_input_raises_naming_the_argument(name):
+    call, exc, match = RAISES[name]
+    with pytest.raises(exc, match=match):
+        call()
+
+
+# The device kernels' own checks (on CPU the meta cases above reach the fake kernels instead).
+CUDA_RAISES = {
+    "op/hx-on-cpu": (lambda: forward_op({**on("cuda", base()), "hx": torch.zeros(B, H)}),
+                     RuntimeError, "hx on the device"),
+    "backward/gates-on-cpu": (lambda: backward_op("cuda", gates=lambda b: b["gates"].cpu()),
+                              RuntimeError, "gates on the device"),
+    "backward/output-on-cpu": (lambda: backward_op("cuda", output=lambda b: b["output"].cpu()),
+                               RuntimeError, "output on the device"),
+}
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list(CUDA_RAISES))
+def test_bad_input_raises_on_cuda(name):
+    call, exc, match = CUDA_RAISES[name]
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_battery_size():
+    assert len(RAISES) + len(LIKE_NN) + len(LAYER_EDGE) >= 30
+
+
+# ------------------------------------------------------------------------------------------------
+# Legal but hostile: fused_lstm.LSTM must give nn.LSTM's results (and gradients)
+# ------------------------------------------------------------------------------------------------
+def leaf(*shape, dtype, gen):
+    return torch.randn(*shape, dtype=dtype, generator=gen).requires_grad_()
+
+
+def padded(dtype, gen):
+    x, h0, c0 = leaf(T, B, I, dtype=dtype, gen=gen), leaf(4, B, H, dtype=dtype, gen=gen), \
+        leaf(4, B, H, dtype=dtype, gen=gen)
+    return [x, h0, c0], (x, (h0, c0))
+
+
+def poke(index, value, which=0):
+    """Inputs with one element of input (0), h_0 (1) or c_0 (2) set to `value`."""
+    def build(dtype, gen):
+        leaves, _ = padded(dtype, gen)
+        with torch.no_grad():
+            leaves[which][index] = value
+        return leaves, (leaves[0], (leaves[1], leaves[2]))
+    return build
+
+
+def zero_stride_input(dtype, gen):
+    x = leaf(1, 1, I, dtype=dtype, gen=gen)
+    return [x], (x.expand(T, B, I),)
+
+
+def transposed_input(dtype, gen):
+    x = leaf(B, T, I, dtype=dtype, gen=gen)
+    return [x], (x.transpose(0, 1),)
+
+
+def zero_stride_states(dtype, gen):
+    x, h0, c0 = leaf(T, B, I, dtype=dtype, gen=gen), leaf(1, 1, H, dtype=dtype, gen=gen), \
+        leaf(4, 1, H, dtype=dtype, gen=gen)
+    return [x, h0, c0], (x, (h0.expand(4, B, H), c0.expand(4, B, H)))
+
+
+def empty_batch(dtype, gen):
+    x = leaf(T, 0, I, dtype=dtype, gen=gen)
+    return [x], (x,)
+
+
+def set_param(name, index, value):
+    def mutate(m):
+        with torch.no_grad():
+            getattr(m, name)[index] = value
+    return mutate
+
+
+def noncontiguous_weights(m):
+    # Same values, every parameter a non-contiguous view (assign=True keeps the given tensors).
+    m.load_state_dict({k: torch.stack((v, v), -1)[..., 0] for k, v in m.state_dict().items()},
+                      assign=True)
+    assert not any(p.is_contiguous() for p in m.parameters())
+
+
+NAN, INF = float("nan"), float("inf")
+# name: (inputs(dtype, generator) -> (leaves, forward args), parameter mutation or None)
+LIKE_NN = {
+    "zero-stride-input": (zero_stride_input, None),
+    "transposed-input": (transposed_input, None),
+    "zero-stride-h0-c0": (zero_stride_states, None),
+    "noncontiguous-weights": (padded, noncontiguous_weights),
+    "batch-0": (empty_batch, None),
+    "nan-in-input": (poke((1, 1, 2), NAN), None),
+    "inf-in-input": (poke((0, 0, 1), INF), None),
+    "minus-inf-in-input": (poke((2, 1, 0), -INF), None),
+    "huge-input": (poke((1, 0, 3), 1e30), None),
+    "inf-in-h0": (poke((0, 1, 2), INF, which=1), None),
+    "nan-in-c0": (poke((1, 0, 2), NAN, which=2), None),
+    "inf-in-c0": (poke((3, 1, 4), -INF, which=2), None),
+    "nan-in-weight_hh": (padded, set_param("weight_hh_l0", (3, 1), NAN)),
+    "inf-in-weight_ih": (padded, set_param("weight_ih_l1_reverse", (7, 2), INF)),
+    "inf-in-bias": (padded, set_param("bias_ih_l0", 6, -INF)),
+}
+
+
+def module_outcome(m, build, dtype):
+    gen = torch.Generator().manual_seed(0)
+    leaves, args = build(dtype, gen)
+    out, (h_n, c_n) = m(*args)
+    upstream = [torch.randn(t.shape, dtype=dtype, generator=gen) for t in (out, h_n, c_n)]
+    return [out, h_n, c_n] + grads([out, h_n, c_n], leaves + list(m.parameters()), upstream)
+
+
+def assert_same_values(got, want, dtype, what):
+    """Same NaN and ±Inf positions; the finite values close."""
+    assert len(got) == len(want)
+    for k, (a, e) in enumerate(zip(got, want)):
+        name = f"{what} result {k}"
+        assert (a is None) == (e is None), f"{name}: gradient presence differs"
+        if e is None:
+            continue
+        assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+        for mask in (torch.isnan, torch.isposinf, torch.isneginf):
+            assert torch.equal(mask(a), mask(e)), f"{name}: {mask.__name__} positions differ"
+        finite = torch.isfinite(e)
+        assert_close(a[finite], e[finite], dtype=dtype, name=name)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", list(LIKE_NN))
+def test_hostile_input_like_nn_lstm(name, dtype):
+    build, mutate = LIKE_NN[name]
+    torch.manual_seed(0)
+    ref = nn.LSTM(I, H, num_layers=2, bidirectional=True, dtype=dtype)
+    fused = fused_lstm.LSTM.from_torch(ref)
+    if mutate is not None:
+        mutate(ref)
+        mutate(fused)
+    assert_same_values(module_outcome(fused, build, dtype), module_outcome(ref, build, dtype),
+                       dtype, name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Legal edge cases of the functional API and the raw op, where nn.LSTM has no counterpart
+# ------------------------------------------------------------------------------------------------
+def functional_outcome(fn, a, dtype):
+    gen = torch.Generator().manual_seed(1)
+    keys = ("input", "hx", "cx", "weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    leaves = {k: a[k].to(dtype).detach().requires_grad_() for k in keys}
+    views = {k: (a["views"][k](v) if k in a.get("views", {}) else v) for k, v in leaves.items()}
+    out = fn(views["input"], views["hx"], views["cx"], views["weight_ih"], views["weight_hh"],
+             bias_ih=views["bias_ih"], bias_hh=views["bias_hh"])
+    upstream = [torch.randn(t.shape, dtype=dtype, generator=gen) for t in out]
+    return list(out) + grads(list(out), list(leaves.values()), upstream)
+
+
+def expected_without_tokens(a, dtype):
+    # T = 0 or B = 0: no step runs; the states pass through, and so do their gradients.
+    x, hx, cx = (a[k].to(dtype) for k in ("input", "hx", "cx"))
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(*x.shape[:-1], hx.size(1)), hx.shape, cx.shape]
+    upstream = [torch.randn(s, dtype=dtype, generator=gen) for s in shapes]
+    zeros = [torch.zeros_like(a[k].to(dtype)) for k in ("input", "weight_ih", "weight_hh", "bias_ih",
+                                                         "bias_hh")]
+    return [torch.empty(shapes[0], dtype=dtype), hx, cx, zeros[0], upstream[1], upstream[2], *zeros[1:]]
+
+
+def expanded(shape):
+    return lambda t: t[tuple(slice(0, 1) for _ in shape)].expand(shape)
+
+
+LAYER_EDGE = {
+    "functional/T-0": dict(input=torch.randn(0, B, I)),
+    "functional/B-0": dict(input=torch.randn(T, 0, I), hx=torch.randn(0, H), cx=torch.randn(0, H)),
+    "functional/input-size-0": dict(input=torch.randn(T, B, 0), weight_ih=torch.randn(4 * H, 0)),
+    "functional/zero-stride-weights": dict(views={"weight_hh": expanded((4 * H, H)),
+                                                  "weight_ih": expanded((4 * H, I))}),
+    "functional/overlapping-input-rows": dict(views={"input": expanded((T, B, I))}),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYER_EDGE))
+def test_layer_edge_case_like_reference(name):
+    a = {**base(), **LAYER_EDGE[name]}
+    got = functional_outcome(fused_lstm.lstm_layer, a, F64)
+    if a["input"].shape[:-1].numel() == 0:  # the reference step loop needs a token
+        want = expected_without_tokens(a, F64)
+    else:
+        want = functional_outcome(fused_lstm.lstm_layer_reference, a, F64)
+    assert_same_values(got, want, F64, name)
+
+
+def test_sizes_past_32_bits_on_meta():
+    """Shapes whose element counts pass 2**32 (and their products 2**40): the fake kernels give
+    exact int64 shapes without allocating."""
+    Tm, Bm, Im, Hm = 2**20, 2**12, 2**10, 2**10
+    out, hy, cy, gates, cells = op_forward(
+        torch.empty(Tm, Bm, Im, device="meta"), torch.empty(Bm, Hm, device="meta"),
+        torch.empty(Bm, Hm, device="meta"), torch.empty(4 * Hm, Im, device="meta"),
+        torch.empty(4 * Hm, Hm, device="meta"), None, None, None, None, False, True)
+    assert out.shape == (Tm, Bm, Hm) and gates.shape == (Tm, Bm, 4 * Hm)
+    assert gates.numel() == 2**44 and hy.shape == cy.shape == (Bm, Hm)
