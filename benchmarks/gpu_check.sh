@@ -47,7 +47,7 @@ stage() {  # stage NAME SECONDS LOG COMMAND...
 } >>"$summary" 2>&1
 cat "$summary"
 
-if ! stage build 120 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
+if ! stage build 100 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
     $PY -m pip install --no-build-isolation --no-deps --no-index -v -e .; then
   echo "build failed: nothing else can run" | tee -a "$summary"
   exit 1
@@ -61,7 +61,14 @@ grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$OUT/buil
 if [ "$QUICK" = 1 ]; then
   stage tests 60 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py
 else
-  stage tests 110 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py tests/test_layer_parity.py
+  stage tests 100 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py tests/test_layer_parity.py
+  # The CUDA parts of the reliability, bad-input, differential and higher-order suites.
+  stage "tests (other CUDA-marked)" 45 "$OUT/tests-more.tmp" $PY -m pytest -q -rs -m cuda \
+    tests/test_differential.py tests/test_reliability.py tests/test_bad_inputs.py tests/test_higher_order.py
+  stage "fuzz (CUDA, 300 configs)" 40 "$OUT/fuzz.tmp" $PY benchmarks/fuzz_differential.py --device cuda --count 300
+  { echo "===== other CUDA-marked tests"; cat "$OUT/tests-more.tmp"; echo "===== fuzz"; cat "$OUT/fuzz.tmp"; } >>"$OUT/tests.log"
+  tail -n 2 "$OUT/tests-more.tmp" "$OUT/fuzz.tmp" | tee -a "$summary"
+  rm -f "$OUT/tests-more.tmp" "$OUT/fuzz.tmp"
 fi
 tail -n 3 "$OUT/tests.log" | tee -a "$summary"
 
@@ -86,13 +93,13 @@ if [ "$QUICK" = 1 ]; then
   echo "status=$status (quick)" | tee -a "$summary"
   exit $status
 fi
-sanitize memcheck 45
+sanitize memcheck 40
 
-stage benchmark 90 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
+stage benchmark 80 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
   --json "$OUT/bench.json"
 tail -n 40 "$OUT/bench.log"
 # fwd+bwd with the backward's generic per-step loop forced: what the persistent backward gains.
-stage "benchmark (generic backward loop)" 50 "$OUT/bench-generic.tmp" \
+stage "benchmark (generic backward loop)" 40 "$OUT/bench-generic.tmp" \
   $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 --modes fwdbwd --impls nn,fused_generic \
   --json "$OUT/bench-generic.json"
 { echo "===== --impls nn,fused_generic (FUSED_LSTM_CUDA_ALGO=generic)"; cat "$OUT/bench-generic.tmp"; } >>"$OUT/bench.log"
@@ -101,12 +108,12 @@ rm -f "$OUT/bench-generic.tmp"
 # Per-step cost: the grid barrier alone (torch-free probe), then fused vs cuDNN per step.
 stage "probe (grid barrier)" 30 "$OUT/barrier.tmp" bash -c \
   'nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/grid_barrier_probe benchmarks/grid_barrier_probe.cu && /tmp/grid_barrier_probe'
-stage "probe (us per step)" 60 "$OUT/probe.tmp" \
+stage "probe (us per step)" 50 "$OUT/probe.tmp" \
   $PY benchmarks/gpu_step_probe.py --barrier "$OUT/barrier.tmp" --json "$OUT/probe.json"
 { echo "===== probe"; cat "$OUT/barrier.tmp" "$OUT/probe.tmp"; } | tee -a "$OUT/bench.log"
 rm -f "$OUT/probe.tmp" "$OUT/barrier.tmp"
 
 sanitize racecheck 40 --quick
-sanitize synccheck 25 --quick
+sanitize synccheck 20 --quick
 echo "status=$status" | tee -a "$summary"
 exit $status
