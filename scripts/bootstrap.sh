@@ -48,31 +48,23 @@ else
   say "numpy pybind11 ninja pytest setuptools wheel: all present"
 fi
 
-# benchmark tools (not needed to build)
-missing=()
-for mod in matplotlib tqdm; do
-  has_module "$mod" || missing+=("$mod")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing missing benchmark packages: ${missing[*]}"
-  "$py" -m pip install -q "${missing[@]}" ||
-    say "WARNING: could not install ${missing[*]}: benchmark plots and tests/test_benchmark_cli.py need them"
-else
-  say "matplotlib tqdm: present"
-fi
-
-# ONNX export test tools (not needed to build; tests/test_onnx_export.py skips without them)
-missing=()
-for mod in onnx onnxscript onnxruntime; do
-  has_module "$mod" || missing+=("$mod")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing missing ONNX packages: ${missing[*]}"
-  "$py" -m pip install -q "${missing[@]}" ||
-    say "WARNING: could not install ${missing[*]}: the ONNX export tests will be skipped"
-else
-  say "onnx onnxscript onnxruntime: present"
-fi
+# Optional packages (not needed to build): installed when missing; failing to install them is a
+# warning, not an error.  install_optional WHAT CONSEQUENCE MODULE...
+install_optional() {
+  local what=$1 consequence=$2; shift 2
+  local missing=() mod
+  for mod in "$@"; do
+    has_module "$mod" || missing+=("$mod")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "$*: present"
+  elif ! { say "installing missing $what packages: ${missing[*]}"; "$py" -m pip install -q "${missing[@]}"; }; then
+    say "WARNING: could not install ${missing[*]}: $consequence"
+  fi
+}
+install_optional benchmark "benchmark plots and tests/test_benchmark_cli.py need them" matplotlib tqdm
+# ONNX export test tools (tests/test_onnx_export.py skips without them)
+install_optional ONNX "the ONNX export tests will be skipped" onnx onnxscript onnxruntime
 
 # torch.utils.cpp_extension runs `ninja` from PATH; a pip-installed ninja lives in the Python's
 # bin directory, which is not on PATH when e.g. a venv's python is used without activating it.

@@ -145,6 +145,29 @@ constexpr int kSimtGranule = 32;  // k_chunk is a multiple of this
 constexpr int kSimtThreads = kSimtBatchTile * kSimtHiddenTile;
 constexpr int kSimtGateCols = kNumGates * kSimtHiddenTile;
 
+// Stages one K chunk for the SIMT tiles: h_prev rows b0 .. b0 + kRows (h_tile[r * h_pitch + kk])
+// and, when load_w, the tile's 64 gate rows of W_hh k-major (w_tile[kk * w_pitch + gate*16 + jj]),
+// both widened to acc_t and zero-filled past the batch rows, H or P.
+template <int kRows, typename scalar_t, typename acc_t>
+__device__ __forceinline__ void stage_simt_chunk(const ForwardStepParams<scalar_t, acc_t>& p, acc_t* h_tile,
+                                                 int h_pitch, acc_t* w_tile, int w_pitch, int64_t b0,
+                                                 int64_t j0, int64_t k0, int k_chunk, bool load_w) {
+  using S = DeviceScalar<scalar_t>;
+  const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
+  for (int e = threadIdx.x; e < kRows * k_chunk; e += blockDim.x) {
+    const int r = e / k_chunk, kk = e % k_chunk;
+    const int64_t b = b0 + r, k = k0 + kk;
+    h_tile[r * h_pitch + kk] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
+  }
+  if (!load_w) return;
+  for (int e = threadIdx.x; e < kSimtGateCols * k_chunk; e += blockDim.x) {
+    const int n = e / k_chunk, kk = e % k_chunk;
+    const int gate = n / kSimtHiddenTile;
+    const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
+    w_tile[kk * w_pitch + n] = (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+  }
+}
+
 template <typename acc_t>
 inline size_t simt_forward_smem_bytes(int k_chunk) {
   return (size_t(kSimtBatchTile) * (k_chunk + 1) + size_t(k_chunk) * (kSimtGateCols + 1)) * sizeof(acc_t);
@@ -177,20 +200,7 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
   if (owns_cell) operands = load_cell_operands(p, b, j);
   acc_t rec[kNumGates] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
-    for (int e = tid; e < kSimtBatchTile * k_chunk; e += kSimtThreads) {
-      const int r = e / k_chunk, kk = e % k_chunk;
-      const int64_t b = b0 + r, k = k0 + kk;
-      h_tile[r * h_pitch + kk] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
-    }
-    if (load_w) {
-      for (int e = tid; e < kSimtGateCols * k_chunk; e += kSimtThreads) {
-        const int n = e / k_chunk, kk = e % k_chunk;
-        const int gate = n / kSimtHiddenTile;
-        const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
-        w_tile[kk * w_pitch + n] =
-            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
-      }
-    }
+    stage_simt_chunk<kSimtBatchTile>(p, h_tile, h_pitch, w_tile, w_pitch, b0, j0, k0, k_chunk, load_w);
     __syncthreads();
     const acc_t* h_row = h_tile + ty * h_pitch;
     const int k_end = static_cast<int>(P - k0 < k_chunk ? P - k0 : k_chunk);  // skip zero padding
@@ -257,20 +267,7 @@ __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams
   if (owns_cell) operands = load_cell_operands(p, cell_b, cell_j);
   acc_t rec[kSmallBatchTile][kNumGates] = {};
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
-    for (int e = tid; e < kSmallBatchTile * k_chunk; e += kSimtThreads) {
-      const int r = e / k_chunk, kk = e % k_chunk;
-      const int64_t b = b0 + r, k = k0 + kk;
-      h_tile[e] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
-    }
-    if (load_w) {
-      for (int e = tid; e < kSimtGateCols * k_chunk; e += kSimtThreads) {
-        const int n = e / k_chunk, kk = e % k_chunk;
-        const int gate = n / kSimtHiddenTile;
-        const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
-        w_tile[kk * kSplitKWPitch + n] =
-            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
-      }
-    }
+    stage_simt_chunk<kSmallBatchTile>(p, h_tile, k_chunk, w_tile, kSplitKWPitch, b0, j0, k0, k_chunk, load_w);
     __syncthreads();
     const int64_t k_left = P - k0;
     const int k_end = static_cast<int>(k_left < k_chunk ? k_left : k_chunk);
