@@ -180,7 +180,6 @@ template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<scalar_t, acc_t>& p,
                                                        unsigned hidden_tile, unsigned batch_tile,
                                                        int k_chunk, bool load_w) {
-  using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int h_pitch = k_chunk + 1;
   constexpr int w_pitch = kSimtGateCols + 1;  // k-major, so a row of 16 threads reads 16 words
@@ -247,7 +246,6 @@ template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams<scalar_t, acc_t>& p,
                                                          unsigned hidden_tile, unsigned batch_tile,
                                                          int k_chunk, bool load_w) {
-  using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);        // [kSmallBatchTile][k_chunk]
   acc_t* w_tile = h_tile + kSmallBatchTile * k_chunk;          // [k_chunk][kSplitKWPitch]
