@@ -59,6 +59,10 @@ def main(out_dir):
         grads = train(model, x[:, shard], y[:, shard])
         torch.save({"grads": grads, "params": [p.detach() for p in model.module.parameters()]},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        # Wait for the other rank before leaving: a rank that reaches interpreter shutdown while
+        # a gloo worker still holds the last all-reduce can abort on torch 2.11 (see
+        # finish_distributed in benchmarks/train_char_lm.py).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
