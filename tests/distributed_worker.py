@@ -59,13 +59,20 @@ def main(out_dir):
         grads = train(model, x[:, shard], y[:, shard])
         torch.save({"grads": grads, "params": [p.detach() for p in model.module.parameters()]},
                    os.path.join(out_dir, f"rank{rank}.pt"))
-        # Wait for the other rank before leaving: a rank that reaches interpreter shutdown while
-        # a gloo worker still holds the last all-reduce can abort on torch 2.11 (see
-        # finish_distributed in benchmarks/train_char_lm.py).
-        dist.barrier()
+        dist.barrier()  # both ranks have written their results
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    # Leave without interpreter teardown. A gloo worker thread can still be dropping its last
+    # reference to a collective's tensor while the interpreter finalizes; when that tensor's
+    # Python object is owned by C++, the drop needs the GIL, the finalizing interpreter ends the
+    # thread instead, and the process aborts ("terminate called without an active exception")
+    # after all its work is done. Seen once in CI on torch 2.13 here and about 1 run in 10 of
+    # benchmarks/train_char_lm.py under torchrun on torch 2.11: a torch/gloo teardown race, not a
+    # result of this test, which checks the files both ranks wrote (closed by torch.save).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
