@@ -61,6 +61,20 @@ def cuda_build_decision():
     return True, f"torch CUDA {torch.version.cuda}, nvcc at {nvcc}"
 
 
+def openmp_parallel_for():
+    """Whether to compile the C++ sources with -fopenmp.
+
+    at::parallel_for is a header template whose body is `#pragma omp parallel` when torch's
+    parallel backend is OpenMP: compiled without -fopenmp, the pragma is dropped and every
+    at::parallel_for in this extension runs on one thread (measured: the CPU step loops used one
+    of two cores). The extension then links libgomp.so.1, which resolves to the copy torch has
+    already loaded (same soname), so there is one OpenMP runtime in the process. Linux with
+    GCC/Clang only (Apple's clang has no -fopenmp; MSVC spells it differently)."""
+    if not sys.platform.startswith("linux") or not torch.backends.openmp.is_available():
+        return False
+    return "OpenMP" in torch.__config__.parallel_info()
+
+
 def main():
     build_cuda, reason = cuda_build_decision()
     if build_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -77,6 +91,10 @@ def main():
         ("FUSED_LSTM_ARCH_LIST", '"' + os.environ.get("TORCH_CUDA_ARCH_LIST", "") + '"'),
     ]
     cxx_flags = ["-O3", "-std=c++17"]
+    link_flags = []
+    if openmp_parallel_for():
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     if build_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         macros.append(("FUSED_LSTM_WITH_CUDA", "1"))
@@ -84,13 +102,13 @@ def main():
         ext = CUDAExtension(
             "fused_lstm._C", sources, define_macros=macros,
             include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, extra_link_args=link_flags,
         )
     else:
         ext = CppExtension(
             "fused_lstm._C", sources, define_macros=macros,
             include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx_flags},
+            extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags,
         )
 
     setup(

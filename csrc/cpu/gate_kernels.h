@@ -16,13 +16,15 @@
 namespace fused_lstm {
 namespace cpu {
 
-// Forward cells (b, j), j in [j_begin, j_end), of one batch row: pre (x · W_ihᵀ) and rec
-// (h_prev · W_hhᵀ) rows [4H] plus bias (b_ih + b_hh, [4H]; zeros without biases) -> activated
-// gates, c (in place), h; gates_out/cells_out (rows of the saved workspace) may be null.
+// Forward cells (b, j), j in [j_begin, j_end), of one batch row: pre (x · W_ihᵀ, a row [4H]),
+// rec (h_prev · W_hhᵀ for these units only: gate g of unit j at rec[g * rec_gate_stride +
+// (j - j_begin)], the layout of a unit block's product, Note [Recurrent GEMMs on CPU]) and bias
+// (b_ih + b_hh, [4H]; zeros without biases) -> activated gates, c (in place), h;
+// gates_out/cells_out (rows of the saved workspace) may be null.
 template <typename acc_t>
-using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, const acc_t* bias,
-                                acc_t* c_state, acc_t* h_out, acc_t* gates_out, acc_t* cells_out,
-                                int64_t hidden, int64_t j_begin, int64_t j_end);
+using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride,
+                                const acc_t* bias, acc_t* c_state, acc_t* h_out, acc_t* gates_out,
+                                acc_t* cells_out, int64_t hidden, int64_t j_begin, int64_t j_end);
 
 // Backward cells of one batch row: saved gates [4H], c_t, c_{t-1}, dh (gradient reaching
 // o * tanh(c)) -> pre-activation gradients [4H]; dc_carry is updated in place (c_t -> c_{t-1}).

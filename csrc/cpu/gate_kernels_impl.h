@@ -10,21 +10,23 @@ namespace cpu {
 namespace CPU_CAPABILITY {  // DEFAULT, AVX2 or AVX512: one set of symbols per build
 
 template <typename acc_t>
-void forward_cells(const acc_t* pre, const acc_t* rec, const acc_t* bias, acc_t* c_state,
-                   acc_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t H, int64_t j_begin,
-                   int64_t j_end) {
+void forward_cells(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride, const acc_t* bias,
+                   acc_t* c_state, acc_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t H,
+                   int64_t j_begin, int64_t j_end) {
   using Vec = at::vec::Vectorized<acc_t>;
   const Vec one(acc_t(1));
   auto sigmoid = [&](Vec x) { return one / (one + x.neg().exp()); };
   int64_t j = j_begin;
   for (; j + Vec::size() <= j_end; j += Vec::size()) {
-    auto gate_input = [&](int64_t offset) {
-      return Vec::loadu(pre + offset) + Vec::loadu(rec + offset) + Vec::loadu(bias + offset);
+    auto gate_input = [&](int64_t gate) {
+      const int64_t offset = gate * H + j;
+      return Vec::loadu(pre + offset) + Vec::loadu(rec + gate * rec_gate_stride + (j - j_begin)) +
+             Vec::loadu(bias + offset);
     };
-    const Vec i = sigmoid(gate_input(j));
-    const Vec f = sigmoid(gate_input(H + j));
-    const Vec g = gate_input(2 * H + j).tanh();
-    const Vec o = sigmoid(gate_input(3 * H + j));
+    const Vec i = sigmoid(gate_input(0));
+    const Vec f = sigmoid(gate_input(1));
+    const Vec g = gate_input(2).tanh();
+    const Vec o = sigmoid(gate_input(3));
     const Vec c = f * Vec::loadu(c_state + j) + i * g;
     c.store(c_state + j);
     (o * c.tanh()).store(h_out + j);
@@ -38,9 +40,11 @@ void forward_cells(const acc_t* pre, const acc_t* rec, const acc_t* bias, acc_t*
   }
   for (; j < j_end; ++j) {
     acc_t c, h;
-    auto gate_input = [&](int64_t offset) { return pre[offset] + rec[offset] + bias[offset]; };
-    const auto a = kernels::cell_forward(gate_input(j), gate_input(H + j), gate_input(2 * H + j),
-                                         gate_input(3 * H + j), c_state[j], &c, &h);
+    auto gate_input = [&](int64_t gate) {
+      return pre[gate * H + j] + rec[gate * rec_gate_stride + (j - j_begin)] + bias[gate * H + j];
+    };
+    const auto a = kernels::cell_forward(gate_input(0), gate_input(1), gate_input(2),
+                                         gate_input(3), c_state[j], &c, &h);
     c_state[j] = c;
     h_out[j] = h;
     if (gates_out != nullptr) {

@@ -1,14 +1,15 @@
 // CPU implementation of the layer ops.
 //
-// Forward, per step: the recurrent product h_prev · W_hhᵀ for all four gates as one BLAS call into
-// a preallocated buffer, then one fused, vectorised, multithreaded pass over (row, hidden unit)
-// that adds the hoisted input projection, applies sigmoid/tanh, updates c and h and writes the
-// saved gates when training (csrc/cpu/gate_kernels*: built per instruction set, Note [CPU
-// instruction sets]). Backward: lstm_layer_backward_impl with the same kind of gate pass.
+// Forward: the input projection for all steps as one GEMM; then per step one parallel region
+// over blocks of hidden units, each task multiplying h_prev by its block's packed slice of W_hhᵀ
+// (all four gates of its units) and running the fused, vectorised gate pass on that product
+// while it is in cache: add the hoisted input projection and bias, sigmoid/tanh, update c and h,
+// write the saved gates when training (Note [Recurrent GEMMs on CPU] in packed_gemm.h; the gate
+// passes are built per instruction set, Note [CPU instruction sets]). Backward: the reverse
+// recurrence the same way (carry GEMM per unit block, then that block's gate backward), then
+// lstm_layer_backward_impl's large weight-gradient GEMMs.
 // All arithmetic is in the opmath type (float for bf16/fp16), with h and c carried in it across
 // steps; outputs are rounded to the input dtype once.
-// (A register-blocked recurrent micro-kernel with the pointwise update fused while the tile is
-// hot is the CPU-performance issue's work; BLAS is the honest baseline here.)
 //
 // Note [bfloat16 GEMMs on CPU]
 // For bfloat16 layers on a CPU with bf16 dot-product instructions (AVX512_BF16; oneDNN also uses
@@ -27,8 +28,11 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include "cpu/gate_kernels.h"
+#include "cpu/packed_gemm.h"
 #include "kernels/lstm_step.h"
 #include "lstm_common.h"
 
@@ -41,6 +45,64 @@ constexpr int64_t kHiddenChunk = 256;
 constexpr int64_t kCellsPerTask = 16384;
 
 int64_t grain_in_tasks(int64_t chunk) { return std::max<int64_t>(1, kCellsPerTask / chunk); }
+
+// Note [Recurrent GEMMs on CPU]: hidden units per block. 4 * 64 columns keep the packed slice of
+// a block (4 * 64 * K floats: 512 KiB at K = 512) and its product rows in a core's L2; smaller
+// layers take smaller blocks so that two threads still find a few blocks each.
+int64_t unit_block_size(int64_t hidden) { return hidden >= 512 ? 64 : (hidden >= 128 ? 32 : 16); }
+
+// A parallel region costs a few microseconds; give each task at least this many multiply-adds
+// (GEMM plus roughly 16 per cell for the gate pass), else fewer tasks (down to running inline).
+constexpr int64_t kMinWorkPerTask = 1 << 17;
+
+int64_t block_grain(int64_t rows, int64_t depth, int64_t block) {
+  const int64_t work = rows * block * (4 * depth + 16);
+  return std::max<int64_t>(1, kMinWorkPerTask / std::max<int64_t>(1, work));
+}
+
+// The forward operand, [K, 4H]: W_hhᵀ with its columns reordered (block, gate, unit), so that a
+// block's product [rows, 4 * units] holds all four gates of its units (what the gate pass reads,
+// with gate stride `units`). One tiled pass: a transposing copy through ATen costs 0.8 ms at
+// H=512, a large part of a short layer's time.
+template <typename scalar_t>
+Tensor forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block) {
+  const Tensor w = w_hh.contiguous();
+  const int64_t K = w.size(1), n = 4 * hidden;
+  std::vector<int64_t> source_row;  // row of W_hh behind each output column
+  source_row.reserve(n);
+  for (int64_t j0 = 0; j0 < hidden; j0 += block) {
+    const int64_t units = std::min(block, hidden - j0);
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      for (int64_t j = j0; j < j0 + units; ++j) source_row.push_back(gate * hidden + j);
+    }
+  }
+  Tensor out = at::empty({K, n}, w.options());
+  const scalar_t* src = w.const_data_ptr<scalar_t>();
+  scalar_t* dst = out.data_ptr<scalar_t>();
+  constexpr int64_t kTile = 32;  // 32 x 32 tiles: both sides of a tile stay in L1
+  const int64_t column_tiles = (n + kTile - 1) / kTile;
+  at::parallel_for(0, column_tiles, std::max<int64_t>(1, 16384 / (kTile * std::max<int64_t>(K, 1))),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t c0 = tile * kTile, c1 = std::min(n, c0 + kTile);
+      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+        const int64_t k1 = std::min(K, k0 + kTile);
+        for (int64_t k = k0; k < k1; ++k) {
+          for (int64_t c = c0; c < c1; ++c) dst[k * n + c] = src[source_row[c] * K + k];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// Block u's columns: [begin[u], begin[u + 1]) with width_per_unit columns for each unit.
+std::vector<int64_t> block_column_begin(int64_t hidden, int64_t block, int64_t width_per_unit) {
+  std::vector<int64_t> begin;
+  for (int64_t j0 = 0; j0 < hidden; j0 += block) begin.push_back(j0 * width_per_unit);
+  begin.push_back(hidden * width_per_unit);
+  return begin;
+}
 
 // Note [bfloat16 GEMMs on CPU]: whether a bf16 layer's GEMMs run in bf16 here.
 bool use_bf16_gemms() {
@@ -85,7 +147,9 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                 : at::mm(input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
   const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
                                  : at::zeros({4 * H}, acc);
-  const Tensor w_hh_t = bf16_gemms ? weight_hh.t() : weight_hh.to(acc_type).t();
+  // bf16 GEMMs (Note [bfloat16 GEMMs on CPU]) take the whole recurrent product through at::mm
+  // before each step's region; otherwise each unit block multiplies its packed slice inside it.
+  const Tensor w_hh_t = bf16_gemms ? weight_hh.t() : Tensor();
   const Tensor w_hr_t = s.has_proj ? weight_hr->to(acc_type).t() : Tensor();
 
   // Buffers for the whole sequence, allocated once (no per-step allocation).
@@ -93,7 +157,6 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const Tensor hx_acc = hx.to(acc_type).contiguous();
   Tensor h_joined;  // only for steps whose rows start from both out and hx (see h_prev below)
   Tensor c_state = cx.to(acc_type).contiguous().clone();
-  Tensor rec = at::empty({B, 4 * H}, acc);
   Tensor h_unprojected = s.has_proj ? at::empty({B, H}, acc) : Tensor();
   // Saved for backward, one row per token: [T, B, 4H] / [T, B, H] (or [N, .] packed).
   Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), acc) : at::empty({0}, acc);
@@ -102,46 +165,67 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_layer_forward_cpu", [&] {
     const auto forward_cells = cpu::gate_kernels().forward<scalar_t>();
-    const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
+    const int64_t block = unit_block_size(H);
+    const int64_t num_blocks = (H + block - 1) / block;
+    // [K, 4H]: W_hhᵀ with its columns in (block, gate, unit) order (forward_blocked_weight).
+    const Tensor w_hh_blocked =
+        bf16_gemms ? Tensor() : forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block);
+    const std::optional<cpu::BlockedOperand<scalar_t>> w_blocks =
+        bf16_gemms ? std::nullopt
+                   : std::make_optional<cpu::BlockedOperand<scalar_t>>(
+                         w_hh_blocked, block_column_begin(H, block, 4), B);
+    // Recurrent products, [B, 4H]: columns in the bf16 path's gate-major order, else in
+    // w_hh_blocked's (block u's [rows, 4 * units] product at columns 4 * j0, row stride 4H).
+    Tensor rec = at::empty({B * 4 * H}, acc);
+    scalar_t* rec_p = rec.data_ptr<scalar_t>();
+    const scalar_t* out_p = out.data_ptr<scalar_t>();
+    const scalar_t* hx_p = hx_acc.data_ptr<scalar_t>();
+    const scalar_t* bias_p = bias.data_ptr<scalar_t>();
+    scalar_t* c_p = c_state.data_ptr<scalar_t>();
     for (const auto& step : schedule) {
       const int64_t rows = step.rows;
-      // h_prev is read where it already is (Note [Row layout and step schedule]): the previous
-      // processed step's rows of `out`, hx at the first step, and both only where a reverse
-      // packed step starts new sequences (rows > prev_rows): then joined into one buffer.
-      Tensor h_prev;
+      // h_prev ([rows, P], row stride P) is read where it already is (Note [Row layout and step
+      // schedule]): the previous processed step's rows of `out`, hx at the first step, and both
+      // only where a reverse packed step starts new sequences (rows > prev_rows): then joined.
+      const scalar_t* h_prev;
       if (step.prev_rows >= rows) {
-        h_prev = out.narrow(0, step.prev_row_offset, rows);
+        h_prev = out_p + step.prev_row_offset * P;
       } else if (step.prev_rows == 0) {
-        h_prev = hx_acc.narrow(0, 0, rows);
+        h_prev = hx_p;
       } else {
         if (!h_joined.defined()) h_joined = at::empty({B, P}, acc);
         h_joined.narrow(0, 0, step.prev_rows).copy_(out.narrow(0, step.prev_row_offset, step.prev_rows));
         h_joined.narrow(0, step.prev_rows, rows - step.prev_rows)
             .copy_(hx_acc.narrow(0, step.prev_rows, rows - step.prev_rows));
-        h_prev = h_joined.narrow(0, 0, rows);
+        h_prev = h_joined.data_ptr<scalar_t>();
       }
-      Tensor rec_rows = rec.narrow(0, 0, rows);
       if (bf16_gemms) {
-        rec_rows.copy_(at::mm(h_prev.to(at::kBFloat16), w_hh_t));
-      } else {
-        at::mm_out(rec_rows, h_prev, w_hh_t);
+        const Tensor h_prev_rows = at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc);
+        rec.view({B, 4 * H}).narrow(0, 0, rows).copy_(at::mm(h_prev_rows.to(at::kBFloat16), w_hh_t));
       }
       const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
-      const scalar_t* rec_p = rec.data_ptr<scalar_t>();
-      const scalar_t* bias_p = bias.data_ptr<scalar_t>();
-      scalar_t* c_p = c_state.data_ptr<scalar_t>();
       scalar_t* h_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>()
                                  : out.data_ptr<scalar_t>() + step.row_offset * P;
       scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() + step.row_offset * 4 * H : nullptr;
       scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() + step.row_offset * H : nullptr;
-      at::parallel_for(0, rows * chunks, grain_in_tasks(std::min(H, kHiddenChunk)),
-                       [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t b = task / chunks;
-          const int64_t j0 = (task % chunks) * kHiddenChunk;
-          forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, bias_p, c_p + b * H, h_p + b * H,
-                        gates_p ? gates_p + b * 4 * H : nullptr, cells_p ? cells_p + b * H : nullptr,
-                        H, j0, std::min(H, j0 + kHiddenChunk));
+      at::parallel_for(0, num_blocks, block_grain(rows, P, block), [&](int64_t begin, int64_t end) {
+        for (int64_t u = begin; u < end; ++u) {
+          const int64_t j0 = u * block, units = std::min(block, H - j0);
+          // Gate g of unit j0 + jj of row b at rec_u[b * row_stride + g * gate_stride + jj].
+          const scalar_t* rec_u;
+          int64_t row_stride, gate_stride;
+          if (bf16_gemms) {
+            rec_u = rec_p + j0, row_stride = 4 * H, gate_stride = H;
+          } else {
+            scalar_t* product = rec_p + 4 * j0;
+            w_blocks->multiply(u, rows, h_prev, P, product, 4 * H);
+            rec_u = product, row_stride = 4 * H, gate_stride = units;
+          }
+          for (int64_t b = 0; b < rows; ++b) {
+            forward_cells(pre_p + b * 4 * H, rec_u + b * row_stride, gate_stride, bias_p,
+                          c_p + b * H, h_p + b * H, gates_p ? gates_p + b * 4 * H : nullptr,
+                          cells_p ? cells_p + b * H : nullptr, H, j0, j0 + units);
+          }
         }
       });
       if (s.has_proj) {
@@ -185,6 +269,61 @@ void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const
   });
 }
 
+// The reverse recurrence without projection (BackwardRecurrenceFn), one parallel region per step
+// (Note [Recurrent GEMMs on CPU]): block u's task first turns the previously processed step's
+// dgates into the carry reaching its units of h (dgates rows · W_hh[:, units]), adds that
+// step's grad_output, then runs the gate backward of its units. The same arithmetic as the
+// generic loop of lstm_layer_backward_impl, in the same order per element.
+bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
+  const int64_t B = a.batch, H = a.hidden;
+  const auto acc_type = a.gates.scalar_type();
+  // dh_carry: the gradient reaching h of the step being processed (grad_hy to start with).
+  Tensor dh_carry = a.grad_hy.defined() ? a.grad_hy.clone() : at::zeros({B, H}, a.gates.options());
+  AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_backward_recurrence_cpu", [&] {
+    const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
+    const int64_t block = unit_block_size(H);
+    const int64_t num_blocks = (H + block - 1) / block;
+    // B = W_hh, [4H, H]: block u's carry columns are its units' columns, read in place.
+    const Tensor w_hh = a.weight_hh.to(acc_type).contiguous();
+    const cpu::BlockedOperand<scalar_t> w_blocks(w_hh, block_column_begin(H, block, 1), B);
+    const scalar_t* grad_output_p = a.grad_output.defined() ? a.grad_output.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gates_p = a.gates.data_ptr<scalar_t>();
+    const scalar_t* cells_p = a.cells.data_ptr<scalar_t>();
+    const scalar_t* cx_p = a.cx.data_ptr<scalar_t>();
+    scalar_t* dc_p = a.dc_carry.data_ptr<scalar_t>();
+    scalar_t* dh_p = dh_carry.data_ptr<scalar_t>();
+    scalar_t* dgates_p = a.dgates.data_ptr<scalar_t>();
+    const StepRows* later = nullptr;  // the step processed just before this one (later in time)
+    for (auto it = a.schedule.rbegin(); it != a.schedule.rend(); later = &*it, ++it) {
+      const StepRows& step = *it;
+      const int64_t carry_rows = later != nullptr ? later->rows : 0;
+      at::parallel_for(0, num_blocks, block_grain(std::max(step.rows, carry_rows), 4 * H, block),
+                       [&](int64_t begin, int64_t end) {
+        for (int64_t u = begin; u < end; ++u) {
+          const int64_t j0 = u * block, units = std::min(block, H - j0);
+          if (later != nullptr) {
+            w_blocks.multiply(u, carry_rows, dgates_p + later->row_offset * 4 * H, 4 * H,
+                              dh_p + j0, H);
+          }
+          for (int64_t b = 0; b < step.rows; ++b) {
+            const int64_t row = step.row_offset + b;
+            scalar_t* dh_row = dh_p + b * H;
+            if (grad_output_p != nullptr) {
+              for (int64_t j = j0; j < j0 + units; ++j) dh_row[j] += grad_output_p[row * H + j];
+            }
+            // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
+            const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
+                                                        : cx_p + b * H;
+            backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_row, dc_p + b * H,
+                           dgates_p + row * 4 * H, H, j0, j0 + units);
+          }
+        }
+      });
+    }
+  });
+  return true;
+}
+
 BackwardResult lstm_layer_backward_cpu(
     const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
     const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
@@ -194,7 +333,7 @@ BackwardResult lstm_layer_backward_cpu(
   return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
                                   weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
                                   gates, cells, output_mask,
-                                  {&backward_pointwise_cpu, nullptr,
+                                  {&backward_pointwise_cpu, &backward_recurrence_cpu,
                                    input.scalar_type() == at::kBFloat16 && use_bf16_gemms()});
 }
 

@@ -1,0 +1,167 @@
+// Note [Recurrent GEMMs on CPU] (packed_gemm.h).
+#include "cpu/packed_gemm.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <c10/util/Exception.h>
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <type_traits>
+
+namespace fused_lstm {
+namespace cpu {
+namespace {
+
+// MKL's CBLAS enumerators and LP64 integer (mkl_cblas.h), declared here rather than included:
+// the extension has no MKL headers and only uses what the running libtorch exports.
+constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151, kBMatrix = 162;
+using mkl_int = int;
+using PackGetSizeFn = size_t (*)(int identifier, mkl_int m, mkl_int n, mkl_int k);
+using PackFn = void (*)(int layout, int identifier, int trans, mkl_int m, mkl_int n, mkl_int k,
+                        float alpha, const float* src, mkl_int ld, float* dest);
+using ComputeFn = void (*)(int layout, mkl_int transa, mkl_int transb, mkl_int m, mkl_int n,
+                           mkl_int k, const float* a, mkl_int lda, const float* b, mkl_int ldb,
+                           float beta, float* c, mkl_int ldc);
+using SetNumThreadsLocalFn = int (*)(int threads);
+
+struct MklPackedSgemm {
+  PackGetSizeFn get_size = nullptr;
+  PackFn pack = nullptr;
+  ComputeFn compute = nullptr;
+  SetNumThreadsLocalFn set_num_threads_local = nullptr;
+  bool available() const { return get_size && pack && compute && set_num_threads_local; }
+};
+
+const MklPackedSgemm& mkl_packed_sgemm() {
+  static const MklPackedSgemm api = [] {
+    MklPackedSgemm found;
+    // FUSED_LSTM_CPU_PACKED_GEMM=0 leaves MKL out (to compare, or to test the other paths).
+    if (const char* env = std::getenv("FUSED_LSTM_CPU_PACKED_GEMM")) {
+      if (std::strcmp(env, "0") == 0) return found;
+    }
+    // libtorch_cpu is already loaded (this extension links against it): RTLD_NOLOAD finds it.
+    void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    if (lib == nullptr) return found;
+    found.get_size = reinterpret_cast<PackGetSizeFn>(dlsym(lib, "cblas_sgemm_pack_get_size"));
+    found.pack = reinterpret_cast<PackFn>(dlsym(lib, "cblas_sgemm_pack"));
+    found.compute = reinterpret_cast<ComputeFn>(dlsym(lib, "cblas_sgemm_compute"));
+    // The C entry point (int by value); the lower-case names are the Fortran ones (int*).
+    found.set_num_threads_local =
+        reinterpret_cast<SetNumThreadsLocalFn>(dlsym(lib, "MKL_Set_Num_Threads_Local"));
+    return found;  // the handle stays open: libtorch_cpu outlives this extension anyway
+  }();
+  return api;
+}
+
+// While alive, MKL calls made by this thread use this thread only. MKL implements this through
+// the thread's OpenMP setting, so an ATen parallel region opened meanwhile would get one thread
+// too: keep it around single calls.
+class SingleThreadedMkl {
+ public:
+  SingleThreadedMkl() : previous_(mkl_packed_sgemm().set_num_threads_local(1)) {}
+  ~SingleThreadedMkl() { mkl_packed_sgemm().set_num_threads_local(previous_); }
+  SingleThreadedMkl(const SingleThreadedMkl&) = delete;
+  SingleThreadedMkl& operator=(const SingleThreadedMkl&) = delete;
+
+ private:
+  int previous_;  // the previous thread-local setting (0: none, follow the global one)
+};
+
+// MKL takes 32-bit sizes; the layers' sizes are far below that, but say so if ever not.
+mkl_int as_mkl_int(int64_t v) {
+  TORCH_CHECK(v >= 0 && v <= INT32_MAX, "fused_lstm: matrix size ", v, " too large for MKL");
+  return static_cast<mkl_int>(v);
+}
+
+}  // namespace
+
+bool mkl_packed_sgemm_available() { return mkl_packed_sgemm().available(); }
+
+template <typename scalar_t>
+BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin,
+                                         int64_t max_rows)
+    : b_(b), k_(b.size(0)), ld_(b.stride(0)), column_begin_(std::move(column_begin)) {
+  TORCH_INTERNAL_ASSERT(b.dim() == 2 && b.stride(1) == 1 && column_begin_.size() >= 1 &&
+                        b.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const auto& mkl = mkl_packed_sgemm();
+    if (!mkl.available() || max_rows < kMklPackedMinRows || k_ == 0) return;
+    // One allocation for all blocks; each block's buffer starts 64-byte aligned.
+    constexpr int64_t kAlign = 64;
+    std::vector<int64_t> offsets;
+    int64_t bytes = 0;
+    for (int64_t u = 0; u < num_blocks(); ++u) {
+      offsets.push_back(bytes);
+      const int64_t n = column_begin_[u + 1] - column_begin_[u];
+      bytes += (static_cast<int64_t>(mkl.get_size(kBMatrix, as_mkl_int(max_rows), as_mkl_int(n),
+                                                  as_mkl_int(k_))) + kAlign - 1) / kAlign * kAlign;
+    }
+    packed_storage_ = at::empty({bytes + kAlign}, b.options().dtype(at::kByte));
+    const auto base = reinterpret_cast<uintptr_t>(packed_storage_.data_ptr());
+    const auto aligned = (base + kAlign - 1) / kAlign * kAlign;
+    for (int64_t u = 0; u < num_blocks(); ++u) {
+      float* dest = reinterpret_cast<float*>(aligned + offsets[u]);
+      const int64_t n = column_begin_[u + 1] - column_begin_[u];
+      mkl.pack(kRowMajor, kBMatrix, kNoTrans, as_mkl_int(max_rows), as_mkl_int(n), as_mkl_int(k_),
+               1.0f, b.const_data_ptr<float>() + column_begin_[u], as_mkl_int(ld_), dest);
+      packed_.push_back(dest);
+    }
+  }
+}
+
+template <typename scalar_t>
+void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda,
+                                        scalar_t* c, int64_t ldc) const {
+  const int64_t n = column_begin_[block + 1] - column_begin_[block];
+  if (m == 0 || n == 0) return;
+  if (k_ == 0) {
+    for (int64_t r = 0; r < m; ++r) std::memset(c + r * ldc, 0, n * sizeof(scalar_t));
+    return;
+  }
+  const scalar_t* b = b_.const_data_ptr<scalar_t>() + column_begin_[block];
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!packed_.empty()) {
+      // Outside a parallel region (a step too small to split, run inline) MKL would open a
+      // thread team of its own for this product; keep it on this thread.
+      std::optional<SingleThreadedMkl> single_threaded;
+      if (!at::in_parallel_region()) single_threaded.emplace();
+      mkl_packed_sgemm().compute(kRowMajor, kNoTrans, kPacked, as_mkl_int(m), as_mkl_int(n),
+                                 as_mkl_int(k_), a, as_mkl_int(lda),
+                                 static_cast<const float*>(packed_[block]), as_mkl_int(n), 0.0f,
+                                 c, as_mkl_int(ldc));
+      return;
+    }
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+    // oneDNN's batch-reduce GEMM micro-kernel (JIT-compiled once per shape and cached by ATen).
+    at::native::cpublas::brgemm(m, n, k_, lda, ld_, ldc, /*add_C=*/false, a, b, c,
+                                /*is_vnni=*/false);
+    return;
+#endif
+  }
+  // at::mm_out over views of the raw buffers (inside a parallel region ATen's BLAS call stays on
+  // the calling thread). A strided `c` (ldc > n) is written through a copy.
+  const auto options = b_.options();
+  const at::Tensor a_view = at::from_blob(const_cast<scalar_t*>(a), {m, k_}, {lda, 1}, options);
+  const at::Tensor b_view = at::from_blob(const_cast<scalar_t*>(b), {k_, n}, {ld_, 1}, options);
+  at::Tensor c_view = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  at::mm_out(c_view, a_view, b_view);
+}
+
+template <typename scalar_t>
+const char* BlockedOperand<scalar_t>::backend() const {
+  if (!packed_.empty()) return "mkl-packed";
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  if (std::is_same_v<scalar_t, float>) return "brgemm";
+#endif
+  return "mm";
+}
+
+template class BlockedOperand<float>;
+template class BlockedOperand<double>;
+
+}  // namespace cpu
+}  // namespace fused_lstm

@@ -1,0 +1,66 @@
+// The right-hand operand of the per-step recurrent products, prepared once per call.
+//
+// Note [Recurrent GEMMs on CPU]
+// Every step multiplies a few rows (the batch) by the same weight: h_prev · W_hhᵀ forward,
+// dgates · W_hh backward. Through at::mm each call re-packs the whole weight into the BLAS's
+// blocked layout (4 MiB at H=512 in fp32) and opens its own thread team, and the gate pass
+// after it opens another. So the CPU layers instead:
+//  - split the hidden units into blocks of a few dozen units; a block's columns of the weight are
+//    those of all four gates of its units (forward: W_hhᵀ with its columns reordered (block,
+//    gate, unit)) or its units' columns of W_hh (backward);
+//  - per step, one parallel region over the blocks: each task multiplies the step's rows by its
+//    block's columns (on its own thread) and runs the gate pass on the product while it is in
+//    cache.
+// The product itself, per block (measured on a 2-core Xeon, AVX-512, fp32; benchmarks/results):
+//  - large batches (rows >= kMklPackedMinRows): MKL's packed SGEMM (cblas_sgemm_pack/compute),
+//    each block packed once per call -- the fastest kernel at B=64 H=512, but packing costs
+//    ~0.2 ms a block and MKL pads every packed buffer by several MiB, too much for short or
+//    small layers. Used when the running libtorch exports it (x86 wheels do; looked up at run
+//    time, so nothing links against MKL).
+//  - otherwise oneDNN's batch-reduce GEMM micro-kernel through at::native::cpublas::brgemm (fp32),
+//    reading the weight in place: no packing and ~1 us of overhead a call;
+//  - fp64 (and builds without brgemm): at::mm_out on views of the buffers.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace fused_lstm {
+namespace cpu {
+
+template <typename scalar_t>
+class BlockedOperand {
+ public:
+  // b: [k, n_total], unit row stride (b.stride(1) == 1); block u is columns
+  // [column_begin[u], column_begin[u + 1]). Products A[m, k] · B_u follow, with m <= max_rows.
+  // b must outlive this object (the unpacked paths read it in place).
+  BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows);
+
+  // c[m, n_u] (row stride ldc) = a[m, k] (row stride lda) · B_u. Uses the calling thread only
+  // when called inside a parallel region.
+  void multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda, scalar_t* c,
+                int64_t ldc) const;
+
+  int64_t num_blocks() const { return static_cast<int64_t>(column_begin_.size()) - 1; }
+  // "mkl-packed", "brgemm" or "mm": which path of Note [Recurrent GEMMs on CPU] serves it.
+  const char* backend() const;
+
+ private:
+  at::Tensor b_;
+  int64_t k_, ld_;
+  std::vector<int64_t> column_begin_;
+  at::Tensor packed_storage_;         // mkl-packed: all blocks' packed buffers, bytes
+  std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
+};
+
+// MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).
+constexpr int64_t kMklPackedMinRows = 32;
+
+// Whether MKL's packed SGEMM was found in the running libtorch (and not switched off with
+// FUSED_LSTM_CPU_PACKED_GEMM=0).
+bool mkl_packed_sgemm_available();
+
+}  // namespace cpu
+}  // namespace fused_lstm

@@ -1,0 +1,70 @@
+"""Each path of the CPU recurrent products (Note [Recurrent GEMMs on CPU] in csrc/cpu/packed_gemm.h)
+against torch.nn.LSTM: outputs, states and all gradients.
+
+Which path serves a layer depends on the batch (MKL's packed SGEMM from 32 rows, when libtorch
+exports it), the dtype (brgemm for fp32, at::mm for fp64) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no
+MKL), read once per process: so each environment runs in a subprocess of its own. The shapes
+cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
+shrink and (reverse direction) grow, projections, two layers, and one and two threads.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CHECK = textwrap.dedent("""
+    import sys, torch, fused_lstm
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    def check(B, H, dtype, threads, proj=0, layers=1, bidirectional=True, lengths=None):
+        torch.set_num_threads(threads)
+        torch.manual_seed(B * 1000 + H)
+        I = 24
+        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional, proj_size=proj).to(dtype)
+        fused = fused_lstm.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
+                                proj_size=proj).to(dtype)
+        fused.load_state_dict(ref.state_dict())
+        T = 9
+        x = torch.randn(T, B, I, dtype=dtype)
+        if lengths is not None:
+            x = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        results = []
+        for m in (ref, fused):
+            out, (h, c) = m(x)
+            out = out.data if lengths is not None else out
+            loss = out.square().sum() + h.sum() + 2 * c.sum()
+            gs = torch.autograd.grad(loss, list(m.parameters()))
+            results.append([out, h, c, *gs])
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        for i, (a, b) in enumerate(zip(results[1], results[0])):
+            err = (a - b).abs().max().item() / max(1.0, b.abs().max().item())
+            if not err <= tol:
+                sys.exit(f"B={B} H={H} {dtype} threads={threads} proj={proj} layers={layers} "
+                         f"packed={lengths is not None}: result {i} off by {err:.2e}")
+
+    for threads in (1, 2):
+        for dtype in (torch.float32, torch.float64):
+            check(1, 20, dtype, threads)                       # block 16, partial block of 4
+            check(3, 130, dtype, threads, layers=2)            # block 32, partial block of 2
+            check(40, 70, dtype, threads, proj=9)              # 40 rows: MKL's path when present
+            check(36, 512, dtype, threads, bidirectional=False)  # block 64, eight full blocks
+            lengths = torch.randint(1, 10, (37,))
+            lengths[0] = 9
+            check(37, 33, dtype, threads, lengths=lengths)     # packed: steps shrink / grow
+    print("ok")
+""")
+
+
+@pytest.mark.parametrize("mkl_packed", ["default", "off"])
+def test_recurrent_paths_match_nn_lstm(mkl_packed):
+    env = dict(os.environ)
+    if mkl_packed == "off":
+        env["FUSED_LSTM_CPU_PACKED_GEMM"] = "0"
+    else:
+        env.pop("FUSED_LSTM_CPU_PACKED_GEMM", None)
+    proc = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
