@@ -12,11 +12,10 @@
 //    block's columns (on its own thread) and runs the gate pass on the product while it is in
 //    cache.
 // The product itself, per block (measured on a 2-core Xeon, AVX-512, fp32; benchmarks/results):
-//  - large batches (rows >= kMklPackedMinRows): MKL's packed SGEMM (cblas_sgemm_pack/compute),
-//    each block packed once per call -- the fastest kernel at B=64 H=512, but packing costs
-//    ~0.2 ms a block and MKL pads every packed buffer by several MiB, too much for short or
-//    small layers. Used when the running libtorch exports it (x86 wheels do; looked up at run
-//    time, so nothing links against MKL).
+//  - batches of kMklPackedMinRows rows or more: MKL's packed SGEMM (cblas_sgemm_pack/compute),
+//    each block packed once per call into buffers reused across calls: per step 290 vs 400 us
+//    for brgemm at B=16 H=512. Used when the running libtorch exports it (x86 wheels do; looked
+//    up at run time, so nothing links against MKL).
 //  - otherwise oneDNN's batch-reduce GEMM micro-kernel through at::native::cpublas::brgemm (fp32),
 //    reading the weight in place: no packing and ~1 us of overhead a call;
 //  - fp64 (and builds without brgemm): at::mm_out on views of the buffers.
@@ -37,6 +36,9 @@ class BlockedOperand {
   // [column_begin[u], column_begin[u + 1]). Products A[m, k] · B_u follow, with m <= max_rows.
   // b must outlive this object (the unpacked paths read it in place).
   BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows);
+  ~BlockedOperand();  // returns the packed buffers' memory to a pool for the next call
+  BlockedOperand(const BlockedOperand&) = delete;
+  BlockedOperand& operator=(const BlockedOperand&) = delete;
 
   // c[m, n_u] (row stride ldc) = a[m, k] (row stride lda) · B_u. Uses the calling thread only
   // when called inside a parallel region.
@@ -56,7 +58,7 @@ class BlockedOperand {
 };
 
 // MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).
-constexpr int64_t kMklPackedMinRows = 32;
+constexpr int64_t kMklPackedMinRows = 8;
 
 // Whether MKL's packed SGEMM was found in the running libtorch (and not switched off with
 // FUSED_LSTM_CPU_PACKED_GEMM=0).
