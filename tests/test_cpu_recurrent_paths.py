@@ -1,9 +1,10 @@
 """Each path of the CPU recurrent products (Note [Recurrent GEMMs on CPU] in csrc/cpu/packed_gemm.h)
 against torch.nn.LSTM: outputs, states and all gradients.
 
-Which path serves a layer depends on the batch (MKL's packed SGEMM from 32 rows, when libtorch
-exports it), the dtype (brgemm for fp32, at::mm for fp64) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no
-MKL), read once per process: so each environment runs in a subprocess of its own. The shapes
+Which path serves a layer depends on the batch (MKL's packed SGEMM from 8 rows, when libtorch
+exports it), the dtype (brgemm for fp32, at::mm for fp64, bf16 brgemm on AMX CPUs for bf16 layers
+whose H is a multiple of 16) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no MKL), read once per process: so
+each environment runs in a subprocess of its own. The shapes
 cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
 shrink and (reverse direction) grow, projections, two layers, and one and two threads.
 """
@@ -45,7 +46,46 @@ CHECK = textwrap.dedent("""
                 sys.exit(f"B={B} H={H} {dtype} threads={threads} proj={proj} layers={layers} "
                          f"packed={lengths is not None}: result {i} off by {err:.2e}")
 
+    def rel_err(a, ref):
+        return ((a.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+    def check_bf16(B, H, threads, lengths=None):
+        # bf16: fused's error vs an fp64 reference at most 2x nn.LSTM's own bf16 error + 1e-3 (the
+        # suite's low-precision rule). H a multiple of 16: on CPUs with AMX the recurrent product
+        # then runs as oneDNN bf16 brgemm per unit block (Note [bfloat16 GEMMs on CPU]).
+        torch.set_num_threads(threads)
+        torch.manual_seed(B * 1000 + H)
+        I = 32
+        ref64 = nn.LSTM(I, H, bidirectional=True).double()
+        for p in ref64.parameters():  # weights exactly representable in bf16
+            p.data = p.data.to(torch.bfloat16).double()
+        x = torch.randn(9, B, I, dtype=torch.float64).to(torch.bfloat16)
+        results = {}
+        for name, m, dtype in (("ref", ref64, torch.float64),
+                               ("nn", nn.LSTM(I, H, bidirectional=True), torch.bfloat16),
+                               ("fused", fused_lstm.LSTM(I, H, bidirectional=True), torch.bfloat16)):
+            if name != "ref":
+                m.load_state_dict(ref64.state_dict())
+                m = m.to(dtype)
+            xi = x.to(dtype)
+            if lengths is not None:
+                xi = pack_padded_sequence(xi, lengths, enforce_sorted=False)
+            out, (h, c) = m(xi)
+            out = out.data if lengths is not None else out
+            loss = out.float().square().sum() + h.float().sum()
+            results[name] = [out, h, c, *torch.autograd.grad(loss, list(m.parameters()))]
+        for i, (f, t, r) in enumerate(zip(results["fused"], results["nn"], results["ref"])):
+            e_f, e_t = rel_err(f, r), rel_err(t, r)
+            if not e_f <= 2 * e_t + 1e-3:
+                sys.exit(f"bf16 B={B} H={H} threads={threads}: result {i} error {e_f:.2e} "
+                         f"> 2 x nn.LSTM's {e_t:.2e} + 1e-3")
+
     for threads in (1, 2):
+        check_bf16(3, 48, threads)                              # blocks of 16 units
+        check_bf16(40, 64, threads)
+        lengths = torch.randint(1, 10, (11,))
+        lengths[0] = 9
+        check_bf16(11, 32, threads, lengths=lengths)
         for dtype in (torch.float32, torch.float64):
             check(1, 20, dtype, threads)                       # block 16, partial block of 4
             check(3, 130, dtype, threads, layers=2)            # block 32, partial block of 2

@@ -158,9 +158,14 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                 : at::mm(input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
   const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
                                  : at::zeros({4 * H}, acc);
-  // bf16 GEMMs (Note [bfloat16 GEMMs on CPU]) take the whole recurrent product through at::mm
-  // before each step's region; otherwise each unit block multiplies its packed slice inside it.
-  const Tensor w_hh_t = bf16_gemms ? weight_hh.t() : Tensor();
+  // The recurrent product: each unit block multiplies its slice inside the step's region, in the
+  // opmath type or (bf16 GEMMs on AMX, Note [bfloat16 GEMMs on CPU]) in bf16; other bf16 GEMMs
+  // take the whole product through at::mm before each step's region.
+  // (Blocks of a multiple of 16 units: oneDNN packs bf16 weights in panels of 64 columns.)
+  const bool amx_recurrence =
+      bf16_gemms && P % 2 == 0 && H % 16 == 0 && cpu::BlockedOperandBf16::available();
+  const bool whole_bf16_product = bf16_gemms && !amx_recurrence;
+  const Tensor w_hh_t = whole_bf16_product ? weight_hh.t() : Tensor();
   const Tensor w_hr_t = s.has_proj ? weight_hr->to(acc_type).t() : Tensor();
 
   // Buffers for the whole sequence, allocated once (no per-step allocation).
@@ -179,13 +184,19 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     const int64_t block = unit_block_size(H);
     const int64_t num_blocks = (H + block - 1) / block;
     // [K, 4H]: W_hhᵀ with its columns in (block, gate, unit) order (forward_blocked_weight).
-    const Tensor w_hh_blocked =
-        bf16_gemms ? Tensor() : forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block);
-    const std::optional<cpu::BlockedOperand<scalar_t>> w_blocks =
-        bf16_gemms ? std::nullopt
-                   : std::make_optional<cpu::BlockedOperand<scalar_t>>(
-                         w_hh_blocked, block_column_begin(H, block, 4), B);
-    // Recurrent products, [B, 4H]: columns in the bf16 path's gate-major order, else in
+    const Tensor w_hh_blocked = whole_bf16_product
+                                    ? Tensor()
+                                    : forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block);
+    std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
+    std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
+    if (amx_recurrence) {
+      w_blocks_bf16.emplace(w_hh_blocked, block_column_begin(H, block, 4));
+    } else if (!whole_bf16_product) {
+      w_blocks.emplace(w_hh_blocked, block_column_begin(H, block, 4), B);
+    }
+    // h_prev rounded to bf16 for the AMX products, once per step.
+    Tensor h_prev_bf16 = amx_recurrence ? at::empty({B, P}, acc.dtype(at::kBFloat16)) : Tensor();
+    // Recurrent products, [B, 4H]: columns in the whole bf16 product's gate-major order, else in
     // w_hh_blocked's (block u's [rows, 4 * units] product at columns 4 * j0, row stride 4H).
     Tensor rec = at::empty({B * 4 * H}, acc);
     scalar_t* rec_p = rec.data_ptr<scalar_t>();
@@ -210,9 +221,12 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
             .copy_(hx_acc.narrow(0, step.prev_rows, rows - step.prev_rows));
         h_prev = h_joined.data_ptr<scalar_t>();
       }
-      if (bf16_gemms) {
+      if (whole_bf16_product) {
         const Tensor h_prev_rows = at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc);
         rec.view({B, 4 * H}).narrow(0, 0, rows).copy_(at::mm(h_prev_rows.to(at::kBFloat16), w_hh_t));
+      } else if (amx_recurrence) {
+        c10::BFloat16* h16 = h_prev_bf16.data_ptr<c10::BFloat16>();
+        for (int64_t i = 0; i < rows * P; ++i) h16[i] = c10::BFloat16(static_cast<float>(h_prev[i]));
       }
       const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
       scalar_t* h_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>()
@@ -225,11 +239,16 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
           // Gate g of unit j0 + jj of row b at rec_u[b * row_stride + g * gate_stride + jj].
           const scalar_t* rec_u;
           int64_t row_stride, gate_stride;
-          if (bf16_gemms) {
+          if (whole_bf16_product) {
             rec_u = rec_p + j0, row_stride = 4 * H, gate_stride = H;
           } else {
             scalar_t* product = rec_p + 4 * j0;
-            w_blocks->multiply(u, rows, h_prev, P, product, 4 * H);
+            if (amx_recurrence) {  // bf16 layers only, so scalar_t is float here
+              w_blocks_bf16->multiply(u, rows, h_prev_bf16.const_data_ptr<c10::BFloat16>(), P,
+                                      reinterpret_cast<float*>(product), 4 * H);
+            } else {
+              w_blocks->multiply(u, rows, h_prev, P, product, 4 * H);
+            }
             rec_u = product, row_stride = 4 * H, gate_stride = units;
           }
           for (int64_t b = 0; b < rows; ++b) {
@@ -238,6 +257,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                           cells_p ? cells_p + b * H : nullptr, H, j0, j0 + units);
           }
         }
+        if (amx_recurrence) cpu::BlockedOperandBf16::release_thread_state();
       });
       if (s.has_proj) {
         Tensor out_rows = out.narrow(0, step.row_offset, rows);

@@ -210,6 +210,51 @@ const char* BlockedOperand<scalar_t>::backend() const {
   return "mm";
 }
 
+bool BlockedOperandBf16::available() {
+#if defined(CPUBLAS_BRGEMM_BF16BF16F32)
+  return at::native::cpublas::could_pack(at::kBFloat16);
+#else
+  return false;
+#endif
+}
+
+BlockedOperandBf16::BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin)
+    : k_(b.size(0)), column_begin_(std::move(column_begin)) {
+  TORCH_INTERNAL_ASSERT(available() && b.dim() == 2 && k_ % 2 == 0);
+  for (int64_t begin : column_begin_) TORCH_INTERNAL_ASSERT(begin % kPanel == 0);
+#if defined(CPUBLAS_BRGEMM_BF16BF16F32)
+  const at::Tensor b16 = b.to(at::kBFloat16).contiguous();
+  const int64_t n_total = b16.size(1);
+  packed_ = at::empty({k_ * n_total}, b16.options());
+  // oneDNN packs (and multiplies) B in panels of kPanel columns.
+  for (int64_t column = 0; column < n_total; column += kPanel) {
+    at::native::cpublas::pack(k_, kPanel, /*ld_in=*/n_total, /*ld_out=*/kPanel, at::kBFloat16,
+                              at::kBFloat16, b16.const_data_ptr<c10::BFloat16>() + column,
+                              packed_.data_ptr<c10::BFloat16>() + k_ * column);
+  }
+#endif
+}
+
+void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda,
+                                  float* c, int64_t ldc) const {
+  const int64_t n = column_begin_[block + 1] - column_begin_[block];
+  if (m == 0 || n == 0) return;
+#if defined(CPUBLAS_BRGEMM_BF16BF16F32)
+  for (int64_t panel = 0; panel < n; panel += kPanel) {
+    at::native::cpublas::brgemm(
+        m, kPanel, k_, lda, /*ld_b=*/kPanel, ldc, /*add_C=*/false, a,
+        packed_.const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel), c + panel,
+        /*is_vnni=*/true);
+  }
+#endif
+}
+
+void BlockedOperandBf16::release_thread_state() {
+#if defined(CPUBLAS_BRGEMM_BF16BF16F32)
+  at::native::cpublas::brgemm_release(/*is_vnni=*/true);
+#endif
+}
+
 template class BlockedOperand<float>;
 template class BlockedOperand<double>;
 

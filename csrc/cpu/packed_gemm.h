@@ -57,6 +57,34 @@ class BlockedOperand {
   std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
 };
 
+// bfloat16 products on AMX (Note [bfloat16 GEMMs on CPU] in lstm_cpu.cpp): B_u packed once per
+// call into oneDNN's VNNI layout (at::native::cpublas::pack), A in bf16, C accumulated in fp32 by
+// oneDNN's brgemm micro-kernel. Only where available() says so.
+class BlockedOperandBf16 {
+ public:
+  // Whether this build and CPU can: ATen's brgemm/pack for bf16 and a CPU with AMX.
+  static bool available();
+
+  // oneDNN's bf16 packing takes B in panels of this many columns.
+  static constexpr int64_t kPanel = 64;
+
+  // As BlockedOperand: b [k, n_total] (any floating dtype; rounded to bf16), k even, every
+  // column_begin a multiple of kPanel.
+  BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin);
+
+  // c[m, n_u] (fp32, row stride ldc) = a[m, k] (bf16, row stride lda) · B_u.
+  void multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda, float* c,
+                int64_t ldc) const;
+
+  // To call at the end of each task that multiplied: releases the thread's AMX state.
+  static void release_thread_state();
+
+ private:
+  int64_t k_;
+  std::vector<int64_t> column_begin_;
+  at::Tensor packed_;  // block u's packed [k, n_u] at packed_ + k * column_begin[u]
+};
+
 // MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).
 constexpr int64_t kMklPackedMinRows = 8;
 
