@@ -163,3 +163,19 @@ def test_reference_runner_matches_nn_lstm(packed):
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(hg, he)
     torch.testing.assert_close(cg, ce)
+
+
+def test_cpu_step_probe_reports_per_step_times(tmp_path):
+    # The CPU per-step probe (issue 7's analysis): a tiny config, its table and JSON rows.
+    out = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cpu_step_probe.py"),
+                           "--config", "2,16", "--steps", "3,9", "--repeats", "3", "--json",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| 2 | 16 |" in proc.stdout
+    rows = json.load(open(out))["rows"]
+    assert len(rows) == 1 and rows[0]["B"] == 2 and rows[0]["H"] == 16
+    assert rows[0]["T_short"] == 3 and rows[0]["T_long"] == 9
+    for key in ("nn_us_per_step", "fused_us_per_step", "nn_fixed_ms", "fused_fixed_ms"):
+        assert math.isfinite(rows[0][key]), (key, rows[0])
+    assert "nn_over_fused" in rows[0]

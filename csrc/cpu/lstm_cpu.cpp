@@ -13,14 +13,20 @@
 //
 // Note [bfloat16 GEMMs on CPU]
 // For bfloat16 layers on a CPU with bf16 dot-product instructions (AVX512_BF16; oneDNN also uses
-// AMX where present) the input projection and the per-step recurrent product run as bf16 GEMMs
-// (at::mm -> oneDNN), their results widened to fp32 for the gate pass, which is unchanged; the
-// backward's carry and gradient GEMMs likewise take dgates rounded to bf16.
-// Measured on a 2-core Xeon with AMX: [6400,512]x[512,2048] 16 ms vs 112 ms in fp32, and the
-// per-step [64,512]x[512,2048] 0.23 vs 0.57 ms. The products come out rounded to bf16 (nn.LSTM's
-// oneDNN bf16 path keeps them in fp32), an extra relative error of 2^-9 on each pre-activation
-// term; the tests hold the result to the same bf16 error rule as before (within 2x nn.LSTM's own
-// bf16 error). FUSED_LSTM_CPU_BF16_GEMM=0 forces the fp32 GEMMs (=1 forces bf16 ones).
+// AMX where present) the input projection and the backward's weight/input-gradient GEMMs run as
+// bf16 GEMMs (at::mm -> oneDNN; dgates rounded to bf16), their results widened to fp32. The
+// per-step recurrent product: on CPUs with AMX (and H a multiple of 16, P even) each unit block
+// multiplies h_prev rounded to bf16 by its W_hh columns packed once per call in oneDNN's VNNI
+// layout, accumulating in fp32 (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one
+// bf16 at::mm per step. The gate pass is unchanged (fp32). The backward's carry runs in fp32
+// (the fused CPU recurrence) except with a projection, where the per-step loop multiplies in bf16.
+// Measured on a 2-core Xeon with AMX: [6400,512]x[512,2048] 16 ms vs 112 ms in fp32; the
+// per-step [64,512]x[512,2048] through at::mm 0.23 vs 0.57 ms (at::mm re-packs W_hh each step;
+// the per-block packed products took T=100 B=16 H=256 bf16 inference from 0.27x to 0.47x of
+// nn.LSTM). at::mm's products come out rounded to bf16 (nn.LSTM's oneDNN bf16 path keeps them in
+// fp32), an extra relative error of 2^-9 on each pre-activation term; the tests hold the result
+// to the same bf16 error rule as before (within 2x nn.LSTM's own bf16 error).
+// FUSED_LSTM_CPU_BF16_GEMM=0 forces the fp32 GEMMs (=1 forces bf16 ones).
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
