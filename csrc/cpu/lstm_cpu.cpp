@@ -230,9 +230,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
       if (whole_bf16_product) {
         const Tensor h_prev_rows = at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc);
         rec.view({B, 4 * H}).narrow(0, 0, rows).copy_(at::mm(h_prev_rows.to(at::kBFloat16), w_hh_t));
-      } else if (amx_recurrence) {
-        c10::BFloat16* h16 = h_prev_bf16.data_ptr<c10::BFloat16>();
-        for (int64_t i = 0; i < rows * P; ++i) h16[i] = c10::BFloat16(static_cast<float>(h_prev[i]));
+      } else if (amx_recurrence) {  // through ATen's copy: vectorised for this CPU
+        h_prev_bf16.narrow(0, 0, rows).copy_(at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc));
       }
       const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
       scalar_t* h_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>()
