@@ -6,7 +6,8 @@ exports it), the dtype (brgemm for fp32, at::mm for fp64, bf16 brgemm on AMX CPU
 whose H is a multiple of 16) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no MKL), read once per process: so
 each environment runs in a subprocess of its own. The shapes
 cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
-shrink and (reverse direction) grow, projections, two layers, and one and two threads.
+shrink and (reverse direction) grow, projections, two layers, sequences too short to prepare the
+weights for (fewer than 4 steps), and one and two threads.
 """
 import os
 import subprocess
@@ -20,7 +21,7 @@ CHECK = textwrap.dedent("""
     from torch import nn
     from torch.nn.utils.rnn import pack_padded_sequence
 
-    def check(B, H, dtype, threads, proj=0, layers=1, bidirectional=True, lengths=None):
+    def check(B, H, dtype, threads, proj=0, layers=1, bidirectional=True, lengths=None, T=9):
         torch.set_num_threads(threads)
         torch.manual_seed(B * 1000 + H)
         I = 24
@@ -28,7 +29,6 @@ CHECK = textwrap.dedent("""
         fused = fused_lstm.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
                                 proj_size=proj).to(dtype)
         fused.load_state_dict(ref.state_dict())
-        T = 9
         x = torch.randn(T, B, I, dtype=dtype)
         if lengths is not None:
             x = pack_padded_sequence(x, lengths, enforce_sorted=False)
@@ -94,6 +94,7 @@ CHECK = textwrap.dedent("""
             lengths = torch.randint(1, 10, (37,))
             lengths[0] = 9
             check(37, 33, dtype, threads, lengths=lengths)     # packed: steps shrink / grow
+            check(12, 40, dtype, threads, T=3)                 # < 4 steps: at::mm per step
     print("ok")
 """)
 

@@ -19,6 +19,9 @@
 //  - otherwise oneDNN's batch-reduce GEMM micro-kernel through at::native::cpublas::brgemm (fp32),
 //    reading the weight in place: no packing and ~1 us of overhead a call;
 //  - fp64 (and builds without brgemm): at::mm_out on views of the buffers.
+// Calls of fewer than 4 steps (T=1 decoding) skip all this: preparing the operands costs about
+// as much as a few steps, so they multiply the whole product per step through at::mm
+// (kMinStepsToPrepareWeights in lstm_cpu.cpp).
 #pragma once
 
 #include <ATen/ATen.h>
