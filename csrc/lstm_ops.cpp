@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include "cpu/gate_kernels.h"
+#include "cpu/packed_gemm.h"
 
 #ifndef FUSED_LSTM_BUILD_REASON
 #define FUSED_LSTM_BUILD_REASON "unknown"
@@ -63,4 +64,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       "cpu_instruction_set", [] { return std::string(fused_lstm::cpu::gate_kernels().instruction_set); },
       "Which build of the CPU gate passes runs here: default, avx2 or avx512 (ATEN_CPU_CAPABILITY "
       "overrides it, as for ATen's own kernels).");
+  module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,
+             "Which kernels serve the CPU per-step recurrent products here (Note [Recurrent GEMMs "
+             "on CPU]).");
 }

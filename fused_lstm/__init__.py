@@ -27,4 +27,5 @@ def build_info() -> dict:
     info["torch_version"] = torch.__version__
     info["cuda_version"] = torch.version.cuda
     info["cpu_instruction_set"] = _C.cpu_instruction_set()
+    info["cpu_recurrent_gemms"] = _C.cpu_recurrent_gemms()
     return info

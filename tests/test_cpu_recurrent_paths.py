@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+import fused_lstm
+
 CHECK = textwrap.dedent("""
     import sys, torch, fused_lstm
     from torch import nn
@@ -109,3 +111,14 @@ def test_recurrent_paths_match_nn_lstm(mkl_packed):
     proc = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+def test_build_info_names_the_recurrent_gemm_kernels():
+    info = fused_lstm.build_info()["cpu_recurrent_gemms"]
+    assert info.startswith("fp32: ") and "; bf16: " in info, info
+    # FUSED_LSTM_CPU_PACKED_GEMM=0 (read once per process) takes MKL out.
+    proc = subprocess.run([sys.executable, "-c",
+                           "import fused_lstm; print(fused_lstm.build_info()['cpu_recurrent_gemms'])"],
+                          env={**os.environ, "FUSED_LSTM_CPU_PACKED_GEMM": "0"}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "MKL" not in proc.stdout, proc.stdout + proc.stderr

@@ -124,7 +124,18 @@ PackedBufferPool& packed_buffers() {
 
 }  // namespace
 
-bool mkl_packed_sgemm_available() { return mkl_packed_sgemm().available(); }
+std::string recurrent_gemm_kernels() {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  const std::string small = "oneDNN brgemm";
+#else
+  const std::string small = "at::mm";
+#endif
+  std::string fp32 = mkl_packed_sgemm().available()
+                         ? "MKL packed SGEMM from " + std::to_string(kMklPackedMinRows) + " rows, else " + small
+                         : small;
+  return "fp32: " + fp32 + "; bf16: " +
+         (BlockedOperandBf16::available() ? "oneDNN AMX brgemm" : "at::mm per step");
+}
 
 template <typename scalar_t>
 BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin,
@@ -199,15 +210,6 @@ void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t
   const at::Tensor b_view = at::from_blob(const_cast<scalar_t*>(b), {k_, n}, {ld_, 1}, options);
   at::Tensor c_view = at::from_blob(c, {m, n}, {ldc, 1}, options);
   at::mm_out(c_view, a_view, b_view);
-}
-
-template <typename scalar_t>
-const char* BlockedOperand<scalar_t>::backend() const {
-  if (!packed_.empty()) return "mkl-packed";
-#ifdef CPUBLAS_BRGEMM_F32F32F32
-  if (std::is_same_v<scalar_t, float>) return "brgemm";
-#endif
-  return "mm";
 }
 
 bool BlockedOperandBf16::available() {

@@ -49,8 +49,6 @@ class BlockedOperand {
                 int64_t ldc) const;
 
   int64_t num_blocks() const { return static_cast<int64_t>(column_begin_.size()) - 1; }
-  // "mkl-packed", "brgemm" or "mm": which path of Note [Recurrent GEMMs on CPU] serves it.
-  const char* backend() const;
 
  private:
   at::Tensor b_;
@@ -91,9 +89,9 @@ class BlockedOperandBf16 {
 // MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).
 constexpr int64_t kMklPackedMinRows = 8;
 
-// Whether MKL's packed SGEMM was found in the running libtorch (and not switched off with
-// FUSED_LSTM_CPU_PACKED_GEMM=0).
-bool mkl_packed_sgemm_available();
+// Which kernels serve the per-block recurrent products in this process (for build_info()):
+// e.g. "fp32: MKL packed SGEMM from 8 rows, else oneDNN brgemm; bf16: oneDNN AMX brgemm".
+std::string recurrent_gemm_kernels();
 
 }  // namespace cpu
 }  // namespace fused_lstm
