@@ -555,6 +555,25 @@ def time_interleaved(fns: dict[str, Callable[[], object]], envs: dict[str, tuple
     return out, errors
 
 
+def time_nn_and_fused(cfg: Config, device: torch.device, mode: str, fused_env: tuple,
+                      seconds: float) -> dict[str, float]:
+    """Median ms of one `mode` call of nn.LSTM and of fused_lstm.LSTM (same weights, same inputs,
+    interleaved timing), with fused_env (pairs of environment variable and value) set while
+    fused runs. For the per-step probes (benchmarks/{gpu,cpu}_step_probe.py)."""
+    dtype = DTYPES[cfg.dtype]
+    models, errors = build_models(cfg, device, dtype, {"nn", "fused"})
+    if errors:
+        raise RuntimeError(errors)
+    gen = torch.Generator().manual_seed(0)
+    x, h0, c0 = make_inputs(cfg, device, dtype, gen)
+    fns = {name: make_step(models[name], mode, x, h0, c0) for name in ("nn", "fused")}
+    timings, errs = time_interleaved(fns, {"fused": fused_env}, cfg.name, torch.get_num_threads(),
+                                     seconds)
+    if errs:
+        raise RuntimeError(errs)
+    return {name: t.median_ms for name, t in timings.items()}
+
+
 # ----------------------------------------------------------------------------- workloads
 
 def make_inputs(cfg: Config, device: torch.device, dtype: torch.dtype, gen: torch.Generator):

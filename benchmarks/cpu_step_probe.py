@@ -15,43 +15,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import torch
 
-import fused_lstm
+import benchmark as bm  # benchmarks/benchmark.py: models, inputs, interleaved timing, metadata
 
 DEFAULT_CONFIGS = [(1, 128), (1, 512), (4, 256), (16, 256), (16, 512), (64, 512)]  # (B, I=H)
 
 
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2] * 1e3
-
-
-def probe(batch: int, hidden: int, dtype: torch.dtype, t_short: int, t_long: int,
-          repeats: int) -> dict:
-    torch.manual_seed(0)
-    reference = torch.nn.LSTM(hidden, hidden).to(dtype)
-    fused = fused_lstm.LSTM(hidden, hidden).to(dtype)
-    fused.load_state_dict(reference.state_dict())
-    row = {"B": batch, "H": hidden, "dtype": str(dtype).replace("torch.", ""),
-           "T_short": t_short, "T_long": t_long}
-    with torch.inference_mode():
-        for name, module in (("nn", reference), ("fused", fused)):
-            times = {}
-            for steps in (t_short, t_long):
-                x = torch.randn(steps, batch, hidden, dtype=dtype)
-                times[steps] = median_ms(lambda: module(x), repeats)
-            row[f"{name}_us_per_step"] = (times[t_long] - times[t_short]) / (t_long - t_short) * 1e3
-            row[f"{name}_fixed_ms"] = times[t_short] - t_short * row[f"{name}_us_per_step"] / 1e3
+def probe(batch: int, hidden: int, dtype: str, t_short: int, t_long: int, seconds: float) -> dict:
+    times = {steps: bm.time_nn_and_fused(bm.Config(T=steps, B=batch, I=hidden, H=hidden, dtype=dtype),
+                                         torch.device("cpu"), "inference", (), seconds)
+             for steps in (t_short, t_long)}
+    row = {"B": batch, "H": hidden, "dtype": dtype, "T_short": t_short, "T_long": t_long}
+    for name in ("nn", "fused"):
+        per_step_ms = (times[t_long][name] - times[t_short][name]) / (t_long - t_short)
+        row[f"{name}_us_per_step"] = per_step_ms * 1e3
+        row[f"{name}_fixed_ms"] = times[t_short][name] - t_short * per_step_ms
     # (Tiny configs can give a slope of ~0 or below: timing noise larger than the work.)
     fused_step = row["fused_us_per_step"]
     row["nn_over_fused"] = row["nn_us_per_step"] / fused_step if fused_step > 0 else float("nan")
@@ -64,7 +44,7 @@ def main() -> None:
                         help="batch and hidden size (I = H); repeatable")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", default="50,150", metavar="SHORT,LONG")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.5, help="timing budget per call")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args()
@@ -73,7 +53,6 @@ def main() -> None:
     configs = ([tuple(int(v) for v in c.split(",")) for c in args.config] if args.config
                else DEFAULT_CONFIGS)
     t_short, t_long = (int(v) for v in args.steps.split(","))
-    dtype = getattr(torch, args.dtype)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f}, "
           f"{args.dtype}, inference, slope between T={t_short} and T={t_long}")
@@ -81,13 +60,14 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     rows = []
     for batch, hidden in configs:
-        row = probe(batch, hidden, dtype, t_short, t_long, args.repeats)
+        row = probe(batch, hidden, args.dtype, t_short, t_long, args.seconds)
         rows.append(row)
         print(f"| {batch} | {hidden} | {row['nn_us_per_step']:.0f} | {row['fused_us_per_step']:.0f} "
               f"| {row['nn_over_fused']:.2f}x | {row['fused_fixed_ms']:.2f} |")
     if args.json:
         meta = {"torch_version": torch.__version__, "threads": torch.get_num_threads(),
-                "load_average_1min": load, "build_info": fused_lstm.build_info()}
+                "load_average_1min": load, "cpu_model": bm.cpu_model(),
+                "git_commit": bm.git_commit(), "fused_lstm_build_info": bm.safe_build_info()}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2, default=str)
 

@@ -37,22 +37,6 @@ PROBES = [
 ]
 
 
-def time_call(cfg: bm.Config, mode: str, algo: str | None, seconds: float) -> dict[str, float]:
-    device = torch.device("cuda")
-    dtype = bm.DTYPES[cfg.dtype]
-    models, errors = bm.build_models(cfg, device, dtype, {"nn", "fused"})
-    if errors:
-        raise RuntimeError(errors)
-    gen = torch.Generator().manual_seed(0)
-    x, h0, c0 = bm.make_inputs(cfg, device, dtype, gen)
-    fns = {name: bm.make_step(models[name], mode, x, h0, c0) for name in ("nn", "fused")}
-    envs = {"fused": (("FUSED_LSTM_CUDA_ALGO", algo),) if algo else ()}
-    timings, errs = bm.time_interleaved(fns, envs, cfg.name, torch.get_num_threads(), seconds)
-    if errs:
-        raise RuntimeError(errs)
-    return {name: t.median_ms for name, t in timings.items()}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", help="write the results here")
@@ -69,7 +53,8 @@ def main() -> int:
         times = {}
         for T in (t_short, t_long):
             cfg = bm.Config(T=T, B=B, I=H, H=H, dtype=dtype, tf32=False)
-            times[T] = time_call(cfg, mode, algo, args.seconds)
+            fused_env = (("FUSED_LSTM_CUDA_ALGO", algo),) if algo else ()
+            times[T] = bm.time_nn_and_fused(cfg, torch.device("cuda"), mode, fused_env, args.seconds)
         per_step = {name: (times[t_long][name] - times[t_short][name]) * 1e3 / (t_long - t_short)
                     for name in ("nn", "fused")}
         row = {"config": label, "mode": mode, "algo": algo or "auto", "T": [t_short, t_long],

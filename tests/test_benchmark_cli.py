@@ -169,7 +169,7 @@ def test_cpu_step_probe_reports_per_step_times(tmp_path):
     # The CPU per-step probe (issue 7's analysis): a tiny config, its table and JSON rows.
     out = tmp_path / "probe.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cpu_step_probe.py"),
-                           "--config", "2,16", "--steps", "3,9", "--repeats", "3", "--json",
+                           "--config", "2,16", "--steps", "3,9", "--seconds", "0.05", "--json",
                            str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| 2 | 16 |" in proc.stdout

@@ -22,6 +22,8 @@ CHECK = textwrap.dedent("""
     import sys, torch, fused_lstm
     from torch import nn
     from torch.nn.utils.rnn import pack_padded_sequence
+    sys.path.insert(0, TESTS_DIR)
+    from lstm_testing import rel_err
 
     def check(B, H, dtype, threads, proj=0, layers=1, bidirectional=True, lengths=None, T=9):
         torch.set_num_threads(threads)
@@ -47,9 +49,6 @@ CHECK = textwrap.dedent("""
             if not err <= tol:
                 sys.exit(f"B={B} H={H} {dtype} threads={threads} proj={proj} layers={layers} "
                          f"packed={lengths is not None}: result {i} off by {err:.2e}")
-
-    def rel_err(a, ref):
-        return ((a.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item()
 
     def check_bf16(B, H, threads, lengths=None):
         # bf16: fused's error vs an fp64 reference at most 2x nn.LSTM's own bf16 error + 1e-3 (the
@@ -108,7 +107,8 @@ def test_recurrent_paths_match_nn_lstm(mkl_packed):
         env["FUSED_LSTM_CPU_PACKED_GEMM"] = "0"
     else:
         env.pop("FUSED_LSTM_CPU_PACKED_GEMM", None)
-    proc = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
+    code = CHECK.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
 
