@@ -7,7 +7,8 @@ whose H is a multiple of 16) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no MKL), read onc
 each environment runs in a subprocess of its own. The shapes
 cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
 shrink and (reverse direction) grow, projections, two layers, sequences too short to prepare the
-weights for (fewer than 4 steps), and one and two threads.
+weights for (fewer than 4 steps), and one and two threads; and calls reusing pooled scratch memory
+(Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls without the pool.
 """
 import os
 import subprocess
@@ -50,21 +51,22 @@ CHECK = textwrap.dedent("""
                 sys.exit(f"B={B} H={H} {dtype} threads={threads} proj={proj} layers={layers} "
                          f"packed={lengths is not None}: result {i} off by {err:.2e}")
 
-    def check_bf16(B, H, threads, lengths=None):
+    def check_bf16(B, H, threads, lengths=None, proj=0):
         # bf16: fused's error vs an fp64 reference at most 2x nn.LSTM's own bf16 error + 1e-3 (the
         # suite's low-precision rule). H a multiple of 16: on CPUs with AMX the recurrent product
         # then runs as oneDNN bf16 brgemm per unit block (Note [bfloat16 GEMMs on CPU]).
         torch.set_num_threads(threads)
         torch.manual_seed(B * 1000 + H)
         I = 32
-        ref64 = nn.LSTM(I, H, bidirectional=True).double()
+        ref64 = nn.LSTM(I, H, bidirectional=True, proj_size=proj).double()
         for p in ref64.parameters():  # weights exactly representable in bf16
             p.data = p.data.to(torch.bfloat16).double()
         x = torch.randn(9, B, I, dtype=torch.float64).to(torch.bfloat16)
         results = {}
         for name, m, dtype in (("ref", ref64, torch.float64),
-                               ("nn", nn.LSTM(I, H, bidirectional=True), torch.bfloat16),
-                               ("fused", fused_lstm.LSTM(I, H, bidirectional=True), torch.bfloat16)):
+                               ("nn", nn.LSTM(I, H, bidirectional=True, proj_size=proj), torch.bfloat16),
+                               ("fused", fused_lstm.LSTM(I, H, bidirectional=True, proj_size=proj),
+                                torch.bfloat16)):
             if name != "ref":
                 m.load_state_dict(ref64.state_dict())
                 m = m.to(dtype)
@@ -78,7 +80,7 @@ CHECK = textwrap.dedent("""
         for i, (f, t, r) in enumerate(zip(results["fused"], results["nn"], results["ref"])):
             e_f, e_t = rel_err(f, r), rel_err(t, r)
             if not e_f <= 2 * e_t + 1e-3:
-                sys.exit(f"bf16 B={B} H={H} threads={threads}: result {i} error {e_f:.2e} "
+                sys.exit(f"bf16 B={B} H={H} proj={proj} threads={threads}: result {i} error {e_f:.2e} "
                          f"> 2 x nn.LSTM's {e_t:.2e} + 1e-3")
 
     for threads in (1, 2):
@@ -87,6 +89,7 @@ CHECK = textwrap.dedent("""
         lengths = torch.randint(1, 10, (11,))
         lengths[0] = 9
         check_bf16(11, 32, threads, lengths=lengths)
+        check_bf16(5, 32, threads, proj=8)                      # AMX products of float h
         for dtype in (torch.float32, torch.float64):
             check(1, 20, dtype, threads)                       # block 16, partial block of 4
             check(3, 130, dtype, threads, layers=2)            # block 32, partial block of 2
@@ -96,17 +99,30 @@ CHECK = textwrap.dedent("""
             lengths[0] = 9
             check(37, 33, dtype, threads, lengths=lengths)     # packed: steps shrink / grow
             check(12, 40, dtype, threads, T=3)                 # < 4 steps: at::mm per step
+
+    # Scratch memory (Note [CPU scratch memory]): a call reusing a larger call's buffers, and then
+    # the larger call again, give what they gave on fresh memory.
+    torch.manual_seed(1)
+    for dtype in (torch.float32, torch.bfloat16):
+        m = fused_lstm.LSTM(16, 48).to(dtype)
+        big, small = torch.randn(30, 20, 16, dtype=dtype), torch.randn(6, 3, 16, dtype=dtype)
+        with torch.no_grad():
+            first_big, first_small = m(big)[0], m(small)[0]
+            for _ in range(2):
+                assert torch.equal(m(small)[0], first_small), dtype
+                assert torch.equal(m(big)[0], first_big), dtype
     print("ok")
 """)
 
 
+# "off": MKL left out and scratch memory never pooled (FUSED_LSTM_CPU_SCRATCH_MIB=0).
 @pytest.mark.parametrize("mkl_packed", ["default", "off"])
 def test_recurrent_paths_match_nn_lstm(mkl_packed):
     env = dict(os.environ)
+    for name in ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB"):
+        env.pop(name, None)
     if mkl_packed == "off":
-        env["FUSED_LSTM_CPU_PACKED_GEMM"] = "0"
-    else:
-        env.pop("FUSED_LSTM_CPU_PACKED_GEMM", None)
+        env.update(FUSED_LSTM_CPU_PACKED_GEMM="0", FUSED_LSTM_CPU_SCRATCH_MIB="0")
     code = CHECK.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -122,3 +138,18 @@ def test_build_info_names_the_recurrent_gemm_kernels():
                           env={**os.environ, "FUSED_LSTM_CPU_PACKED_GEMM": "0"}, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "MKL" not in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name,value", [("FUSED_LSTM_CPU_SCRATCH_MIB", "lots"),
+                                        ("FUSED_LSTM_CPU_SCRATCH_MIB", "-1"),
+                                        ("FUSED_LSTM_CPU_UNIT_BLOCK", "20")])
+def test_bad_tuning_variable_is_a_clear_error(name, value):
+    code = ("import torch, fused_lstm\n"
+            "try:\n"
+            "    fused_lstm.LSTM(8, 32)(torch.randn(5, 2, 8))\n"
+            "except ValueError as e:\n"
+            "    print('ValueError:', e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, name: value},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("ValueError:") and name in proc.stdout, proc.stdout + proc.stderr

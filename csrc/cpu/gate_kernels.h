@@ -11,6 +11,8 @@
 // override, as ATen's own kernels. Sleef's vector exp/tanh come from libtorch_cpu.
 #pragma once
 
+#include <c10/util/BFloat16.h>
+
 #include <cstdint>
 
 namespace fused_lstm {
@@ -26,6 +28,15 @@ using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, int64_t rec_
                                 const acc_t* bias, acc_t* c_state, acc_t* h_out, acc_t* gates_out,
                                 acc_t* cells_out, int64_t hidden, int64_t j_begin, int64_t j_end);
 
+// The same for bf16 layers whose products run in bf16 (Note [bfloat16 GEMMs on CPU]): pre (the
+// bf16 input projection) is widened as it is read and h is written rounded to bf16 -- the next
+// step's product and the layer's output take it in bf16 anyway; c, the gates and the arithmetic
+// stay in float.
+using ForwardCellsBf16Fn = void (*)(const c10::BFloat16* pre, const float* rec,
+                                    int64_t rec_gate_stride, const float* bias, float* c_state,
+                                    c10::BFloat16* h_out, float* gates_out, float* cells_out,
+                                    int64_t hidden, int64_t j_begin, int64_t j_end);
+
 // Backward cells of one batch row: saved gates [4H], c_t, c_{t-1}, dh (gradient reaching
 // o * tanh(c)) -> pre-activation gradients [4H]; dc_carry is updated in place (c_t -> c_{t-1}).
 template <typename acc_t>
@@ -39,6 +50,7 @@ struct GateKernels {
   ForwardCellsFn<double> forward_double;
   BackwardCellsFn<float> backward_float;
   BackwardCellsFn<double> backward_double;
+  ForwardCellsBf16Fn forward_bf16_io;
 
   template <typename acc_t>
   ForwardCellsFn<acc_t> forward() const;

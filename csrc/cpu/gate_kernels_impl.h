@@ -1,6 +1,8 @@
 // The CPU gate passes. Included once per instruction set by gate_kernels_{default,avx2,avx512}.cpp
 // after they define CPU_CAPABILITY (Note [CPU instruction sets]); no include guard on purpose.
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
 
 #include <type_traits>
 
@@ -27,9 +29,35 @@ inline at::vec::Vectorized<acc_t> gate_tanh(at::vec::Vectorized<acc_t> x) {
   }
 }
 
-template <typename acc_t>
-void forward_cells(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride, const acc_t* bias,
-                   acc_t* c_state, acc_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t H,
+// One vector of acc_t from `count` = Vectorized<acc_t>::size() elements of T (acc_t, or bf16
+// widened to float), and back (bf16: rounded to nearest even, as c10::BFloat16 does).
+template <typename acc_t, typename T>
+inline at::vec::Vectorized<acc_t> load_as_acc(const T* p) {
+  if constexpr (std::is_same_v<T, acc_t>) {
+    return at::vec::Vectorized<acc_t>::loadu(p);
+  } else {
+    static_assert(std::is_same_v<T, c10::BFloat16> && std::is_same_v<acc_t, float>);
+    at::vec::Vectorized<float> v;
+    at::vec::load_to_float<c10::BFloat16>(p, v);
+    return v;
+  }
+}
+
+template <typename acc_t, typename T>
+inline void store_from_acc(at::vec::Vectorized<acc_t> v, T* p) {
+  if constexpr (std::is_same_v<T, acc_t>) {
+    v.store(p);
+  } else {
+    static_assert(std::is_same_v<T, c10::BFloat16> && std::is_same_v<acc_t, float>);
+    at::vec::convert_from_float<c10::BFloat16>(v, v).store(p, at::vec::Vectorized<float>::size());
+  }
+}
+
+// io_t: the type of pre and h_out -- acc_t, or bf16 for bf16 layers whose products run in bf16
+// (ForwardCellsBf16Fn); all arithmetic in acc_t.
+template <typename acc_t, typename io_t = acc_t>
+void forward_cells(const io_t* pre, const acc_t* rec, int64_t rec_gate_stride, const acc_t* bias,
+                   acc_t* c_state, io_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t H,
                    int64_t j_begin, int64_t j_end) {
   using Vec = at::vec::Vectorized<acc_t>;
   const Vec one(acc_t(1));
@@ -38,8 +66,8 @@ void forward_cells(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride, 
   for (; j + Vec::size() <= j_end; j += Vec::size()) {
     auto gate_input = [&](int64_t gate) {
       const int64_t offset = gate * H + j;
-      return Vec::loadu(pre + offset) + Vec::loadu(rec + gate * rec_gate_stride + (j - j_begin)) +
-             Vec::loadu(bias + offset);
+      return load_as_acc<acc_t>(pre + offset) +
+             Vec::loadu(rec + gate * rec_gate_stride + (j - j_begin)) + Vec::loadu(bias + offset);
     };
     const Vec i = sigmoid(gate_input(0));
     const Vec f = sigmoid(gate_input(1));
@@ -47,7 +75,7 @@ void forward_cells(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride, 
     const Vec o = sigmoid(gate_input(3));
     const Vec c = f * Vec::loadu(c_state + j) + i * g;
     c.store(c_state + j);
-    (o * gate_tanh<acc_t>(c)).store(h_out + j);
+    store_from_acc<acc_t>(o * gate_tanh<acc_t>(c), h_out + j);
     if (gates_out != nullptr) {
       i.store(gates_out + j);
       f.store(gates_out + H + j);
@@ -59,12 +87,13 @@ void forward_cells(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride, 
   for (; j < j_end; ++j) {
     acc_t c, h;
     auto gate_input = [&](int64_t gate) {
-      return pre[gate * H + j] + rec[gate * rec_gate_stride + (j - j_begin)] + bias[gate * H + j];
+      return static_cast<acc_t>(pre[gate * H + j]) + rec[gate * rec_gate_stride + (j - j_begin)] +
+             bias[gate * H + j];
     };
     const auto a = kernels::cell_forward(gate_input(0), gate_input(1), gate_input(2),
                                          gate_input(3), c_state[j], &c, &h);
     c_state[j] = c;
-    h_out[j] = h;
+    h_out[j] = static_cast<io_t>(h);
     if (gates_out != nullptr) {
       gates_out[j] = a.i;
       gates_out[H + j] = a.f;
@@ -107,8 +136,8 @@ void backward_cells(const acc_t* gates, const acc_t* c_row, const acc_t* c_prev_
 }
 
 inline GateKernels make_gate_kernels(const char* instruction_set) {
-  return {instruction_set, &forward_cells<float>, &forward_cells<double>, &backward_cells<float>,
-          &backward_cells<double>};
+  return {instruction_set,        &forward_cells<float>,   &forward_cells<double>,
+          &backward_cells<float>, &backward_cells<double>, &forward_cells<float, c10::BFloat16>};
 }
 
 }  // namespace CPU_CAPABILITY

@@ -40,6 +40,7 @@
 
 #include "cpu/gate_kernels.h"
 #include "cpu/packed_gemm.h"
+#include "cpu/scratch_pool.h"
 #include "kernels/lstm_step.h"
 #include "lstm_common.h"
 
@@ -82,12 +83,12 @@ int64_t block_grain(int64_t rows, int64_t depth, int64_t block) {
   return std::max<int64_t>(1, kMinWorkPerTask / std::max<int64_t>(1, work));
 }
 
-// The forward operand, [K, 4H]: W_hhᵀ with its columns reordered (block, gate, unit), so that a
+// The forward operand, [K, 4H] (into `out`): W_hhᵀ with its columns reordered (block, gate, unit), so that a
 // block's product [rows, 4 * units] holds all four gates of its units (what the gate pass reads,
 // with gate stride `units`). One tiled pass: a transposing copy through ATen costs 0.8 ms at
 // H=512, a large part of a short layer's time.
 template <typename scalar_t>
-Tensor forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block) {
+void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out) {
   const Tensor w = w_hh.contiguous();
   const int64_t K = w.size(1), n = 4 * hidden;
   std::vector<int64_t> source_row;  // row of W_hh behind each output column
@@ -98,7 +99,7 @@ Tensor forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block)
       for (int64_t j = j0; j < j0 + units; ++j) source_row.push_back(gate * hidden + j);
     }
   }
-  Tensor out = at::empty({K, n}, w.options());
+  TORCH_INTERNAL_ASSERT(out.is_contiguous() && out.size(0) == K && out.size(1) == n);
   const scalar_t* src = w.const_data_ptr<scalar_t>();
   scalar_t* dst = out.data_ptr<scalar_t>();
   constexpr int64_t kTile = 32;  // 32 x 32 tiles: both sides of a tile stay in L1
@@ -115,7 +116,6 @@ Tensor forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block)
       }
     }
   });
-  return out;
 }
 
 // Block u's columns: [begin[u], begin[u + 1]) with width_per_unit columns for each unit.
@@ -124,6 +124,21 @@ std::vector<int64_t> block_column_begin(int64_t hidden, int64_t block, int64_t w
   for (int64_t j0 = 0; j0 < hidden; j0 += block) begin.push_back(j0 * width_per_unit);
   begin.push_back(hidden * width_per_unit);
   return begin;
+}
+
+// h_prev of a step, [rows, P] with row stride P, read where it already is (Note [Row layout and
+// step schedule]): the previous processed step's rows of `out` (h of every token), h0 (hx) at the
+// first step, and both only where a reverse packed step starts new sequences (rows > prev_rows):
+// then joined into `joined` (allocated on first use).
+template <typename T>
+const T* previous_h(const StepRows& step, int64_t P, const Tensor& out, const Tensor& h0, Tensor& joined) {
+  if (step.prev_rows >= step.rows) return out.const_data_ptr<T>() + step.prev_row_offset * P;
+  if (step.prev_rows == 0) return h0.const_data_ptr<T>();
+  if (!joined.defined()) joined = at::empty_like(h0);
+  joined.narrow(0, 0, step.prev_rows).copy_(out.narrow(0, step.prev_row_offset, step.prev_rows));
+  joined.narrow(0, step.prev_rows, step.rows - step.prev_rows)
+      .copy_(h0.narrow(0, step.prev_rows, step.rows - step.prev_rows));
+  return joined.const_data_ptr<T>();
 }
 
 // Note [bfloat16 GEMMs on CPU]: whether a bf16 layer's GEMMs run in bf16 here.
@@ -162,32 +177,56 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const auto acc_type = opmath_type(dtype);
   const auto acc = input.options().dtype(acc_type);
 
-  // Hoisted input projection for all steps: one GEMM. The biases are added in the gate pass
-  // (folding them in with addmm costs a [N, 4H] broadcast copy: 12 ms of 150 at T=100 B=64 H=512).
-  const bool bf16_gemms = dtype == at::kBFloat16 && use_bf16_gemms();
-  const Tensor pre = bf16_gemms ? at::mm(input.reshape({N, s.input}), weight_ih.t()).to(acc_type)
-                                : at::mm(input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
-  const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
-                                 : at::zeros({4 * H}, acc);
-  // The recurrent product: each unit block multiplies its slice inside the step's region, in the
-  // opmath type or (bf16 GEMMs on AMX, Note [bfloat16 GEMMs on CPU]) in bf16; other bf16 GEMMs
-  // take the whole product through at::mm before each step's region.
+  // How the GEMMs run. The recurrent product: each unit block multiplies its slice inside the
+  // step's region, in the opmath type or (bf16 GEMMs on AMX, Note [bfloat16 GEMMs on CPU]) in
+  // bf16; other bf16 GEMMs take the whole product through at::mm before each step's region.
   // (Blocks of a multiple of 16 units: oneDNN packs bf16 weights in panels of 64 columns.)
   // Sequences of fewer than kMinStepsToPrepareWeights steps (T=1 decoding, say) skip the
   // preparation too: the whole product per step through at::mm, which packs internally.
+  const bool bf16_gemms = dtype == at::kBFloat16 && use_bf16_gemms();
   const bool prepare_weights = s.steps >= kMinStepsToPrepareWeights;
   const bool amx_recurrence = prepare_weights && bf16_gemms && P % 2 == 0 && H % 16 == 0 &&
                               cpu::BlockedOperandBf16::available();
   const bool whole_product = !prepare_weights || (bf16_gemms && !amx_recurrence);
+  // AMX layers without projection keep the input projection and h in bf16 (ForwardCellsBf16Fn):
+  // h rounded to bf16 is all its consumers (the next step's product, the output) ever take.
+  const bool bf16_io = amx_recurrence && !s.has_proj;
+
+  // Hoisted input projection for all steps: one GEMM, into pooled memory (Note [CPU scratch
+  // memory]: fresh pages for it cost a quarter of the GEMM). The biases are added in the gate
+  // pass (folding them in with addmm costs a [N, 4H] broadcast copy: 12 ms of 150 at T=100 B=64
+  // H=512).
+  const cpu::ScratchTensor pre_scratch({N, 4 * H}, bf16_gemms ? at::kBFloat16 : acc_type);
+  std::optional<cpu::ScratchTensor> pre_widened_scratch;  // bf16 GEMM read by a float gate pass
+  {
+    Tensor pre = pre_scratch.tensor();
+    if (bf16_gemms) {
+      at::mm_out(pre, input.reshape({N, s.input}), weight_ih.t());
+    } else {
+      at::mm_out(pre, input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
+    }
+    if (bf16_gemms && !bf16_io) {
+      pre_widened_scratch.emplace(at::IntArrayRef{N, 4 * H}, acc_type);
+      Tensor widened = pre_widened_scratch->tensor();
+      widened.copy_(pre);
+    }
+  }
+  const Tensor& pre = pre_widened_scratch ? pre_widened_scratch->tensor() : pre_scratch.tensor();
+  const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
+                                 : at::zeros({4 * H}, acc);
   const Tensor w_hh_t = !whole_product ? Tensor()
                         : bf16_gemms   ? weight_hh.t()
                                        : weight_hh.to(acc_type).t();
   const Tensor w_hr_t = s.has_proj ? weight_hr->to(acc_type).t() : Tensor();
 
-  // Buffers for the whole sequence, allocated once (no per-step allocation).
-  Tensor out = at::empty({N, P}, acc);
-  const Tensor hx_acc = hx.to(acc_type).contiguous();
-  Tensor h_joined;  // only for steps whose rows start from both out and hx (see h_prev below)
+  // Buffers for the whole sequence, allocated once (no per-step allocation). `out`, h of every
+  // token: the output itself (opmath layers, bf16_io layers), else opmath scratch rounded into
+  // the output at the end.
+  std::optional<cpu::ScratchTensor> out_scratch;
+  if (dtype != acc_type && !bf16_io) out_scratch.emplace(at::IntArrayRef{N, P}, acc_type);
+  Tensor out = out_scratch ? out_scratch->tensor() : at::empty({N, P}, bf16_io ? input.options() : acc);
+  const Tensor h0 = bf16_io ? hx.contiguous() : hx.to(acc_type).contiguous();  // out's dtype
+  Tensor h_joined;  // only for steps whose rows start from both out and hx (previous_h)
   Tensor c_state = cx.to(acc_type).contiguous().clone();
   Tensor h_unprojected = s.has_proj ? at::empty({B, H}, acc) : Tensor();
   // Saved for backward, one row per token: [T, B, 4H] / [T, B, H] (or [N, .] packed).
@@ -197,12 +236,14 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_layer_forward_cpu", [&] {
     const auto forward_cells = cpu::gate_kernels().forward<scalar_t>();
+    const auto forward_cells_bf16_io = cpu::gate_kernels().forward_bf16_io;
     const int64_t block = unit_block_size(H);
     const int64_t num_blocks = (H + block - 1) / block;
     // [K, 4H]: W_hhᵀ with its columns in (block, gate, unit) order (forward_blocked_weight).
-    const Tensor w_hh_blocked = whole_product
-                                    ? Tensor()
-                                    : forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block);
+    std::optional<cpu::ScratchTensor> w_hh_blocked_scratch;
+    if (!whole_product) w_hh_blocked_scratch.emplace(at::IntArrayRef{P, 4 * H}, acc_type);
+    const Tensor w_hh_blocked = whole_product ? Tensor() : w_hh_blocked_scratch->tensor();
+    if (!whole_product) forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block, w_hh_blocked);
     std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
     std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
     if (amx_recurrence) {
@@ -210,32 +251,22 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     } else if (!whole_product) {
       w_blocks.emplace(w_hh_blocked, block_column_begin(H, block, 4), B);
     }
-    // h_prev rounded to bf16 for the AMX products, once per step.
-    Tensor h_prev_bf16 = amx_recurrence ? at::empty({B, P}, acc.dtype(at::kBFloat16)) : Tensor();
+    // AMX products of float h (a projection): h_prev rounded to bf16 once per step.
+    Tensor h_prev_bf16 = amx_recurrence && !bf16_io ? at::empty({B, P}, acc.dtype(at::kBFloat16)) : Tensor();
     // Recurrent products, [B, 4H]: columns in the whole bf16 product's gate-major order, else in
     // w_hh_blocked's (block u's [rows, 4 * units] product at columns 4 * j0, row stride 4H).
     Tensor rec = at::empty({B * 4 * H}, acc);
     scalar_t* rec_p = rec.data_ptr<scalar_t>();
-    const scalar_t* out_p = out.data_ptr<scalar_t>();
-    const scalar_t* hx_p = hx_acc.data_ptr<scalar_t>();
     const scalar_t* bias_p = bias.data_ptr<scalar_t>();
     scalar_t* c_p = c_state.data_ptr<scalar_t>();
     for (const auto& step : schedule) {
       const int64_t rows = step.rows;
-      // h_prev ([rows, P], row stride P) is read where it already is (Note [Row layout and step
-      // schedule]): the previous processed step's rows of `out`, hx at the first step, and both
-      // only where a reverse packed step starts new sequences (rows > prev_rows): then joined.
-      const scalar_t* h_prev;
-      if (step.prev_rows >= rows) {
-        h_prev = out_p + step.prev_row_offset * P;
-      } else if (step.prev_rows == 0) {
-        h_prev = hx_p;
+      const scalar_t* h_prev = nullptr;             // [rows, P], row stride P
+      const c10::BFloat16* h_prev_rounded = nullptr;  // the same in bf16 (AMX products)
+      if (bf16_io) {
+        h_prev_rounded = previous_h<c10::BFloat16>(step, P, out, h0, h_joined);
       } else {
-        if (!h_joined.defined()) h_joined = at::empty({B, P}, acc);
-        h_joined.narrow(0, 0, step.prev_rows).copy_(out.narrow(0, step.prev_row_offset, step.prev_rows));
-        h_joined.narrow(0, step.prev_rows, rows - step.prev_rows)
-            .copy_(hx_acc.narrow(0, step.prev_rows, rows - step.prev_rows));
-        h_prev = h_joined.data_ptr<scalar_t>();
+        h_prev = previous_h<scalar_t>(step, P, out, h0, h_joined);
       }
       if (whole_product) {
         const Tensor h_prev_rows = at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc);
@@ -245,13 +276,12 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
         } else {
           at::mm_out(rec_rows, h_prev_rows, w_hh_t);
         }
-      } else if (amx_recurrence) {  // through ATen's copy: vectorised for this CPU
+      } else if (amx_recurrence && !bf16_io) {  // through ATen's copy: vectorised for this CPU
         h_prev_bf16.narrow(0, 0, rows).copy_(at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc));
+        h_prev_rounded = h_prev_bf16.const_data_ptr<c10::BFloat16>();
       }
-      const scalar_t* pre_p = pre.data_ptr<scalar_t>() + step.row_offset * 4 * H;
-      scalar_t* h_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>()
-                                 : out.data_ptr<scalar_t>() + step.row_offset * P;
-      scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() + step.row_offset * 4 * H : nullptr;
+      const int64_t pre_offset = step.row_offset * 4 * H;
+      scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() + pre_offset : nullptr;
       scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() + step.row_offset * H : nullptr;
       at::parallel_for(0, num_blocks, block_grain(rows, P, block), [&](int64_t begin, int64_t end) {
         for (int64_t u = begin; u < end; ++u) {
@@ -264,17 +294,30 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
           } else {
             scalar_t* product = rec_p + 4 * j0;
             if (amx_recurrence) {  // bf16 layers only, so scalar_t is float here
-              w_blocks_bf16->multiply(u, rows, h_prev_bf16.const_data_ptr<c10::BFloat16>(), P,
-                                      reinterpret_cast<float*>(product), 4 * H);
+              w_blocks_bf16->multiply(u, rows, h_prev_rounded, P, reinterpret_cast<float*>(product), 4 * H);
             } else {
               w_blocks->multiply(u, rows, h_prev, P, product, 4 * H);
             }
             rec_u = product, row_stride = 4 * H, gate_stride = units;
           }
           for (int64_t b = 0; b < rows; ++b) {
-            forward_cells(pre_p + b * 4 * H, rec_u + b * row_stride, gate_stride, bias_p,
-                          c_p + b * H, h_p + b * H, gates_p ? gates_p + b * 4 * H : nullptr,
-                          cells_p ? cells_p + b * H : nullptr, H, j0, j0 + units);
+            scalar_t* gates_row = gates_p ? gates_p + b * 4 * H : nullptr;
+            scalar_t* cells_row = cells_p ? cells_p + b * H : nullptr;
+            if (bf16_io) {  // bf16 layers only, so scalar_t is float here
+              forward_cells_bf16_io(pre.const_data_ptr<c10::BFloat16>() + pre_offset + b * 4 * H,
+                                    reinterpret_cast<const float*>(rec_u + b * row_stride), gate_stride,
+                                    reinterpret_cast<const float*>(bias_p),
+                                    reinterpret_cast<float*>(c_p + b * H),
+                                    out.data_ptr<c10::BFloat16>() + (step.row_offset + b) * P,
+                                    reinterpret_cast<float*>(gates_row),
+                                    reinterpret_cast<float*>(cells_row), H, j0, j0 + units);
+              continue;
+            }
+            scalar_t* h_row = s.has_proj ? h_unprojected.data_ptr<scalar_t>() + b * H
+                                         : out.data_ptr<scalar_t>() + (step.row_offset + b) * P;
+            forward_cells(pre.const_data_ptr<scalar_t>() + pre_offset + b * 4 * H,
+                          rec_u + b * row_stride, gate_stride, bias_p, c_p + b * H, h_row,
+                          gates_row, cells_row, H, j0, j0 + units);
           }
         }
         if (amx_recurrence) cpu::BlockedOperandBf16::release_thread_state();
@@ -286,7 +329,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     }
   });
 
-  const Tensor output = out.to(dtype).view(per_token_shape(s, P));
+  const Tensor output = out.to(dtype).view(per_token_shape(s, P));  // (no copy where out is it)
   const Tensor hy = out.index_select(0, final_row_index(schedule, B, input.device())).to(dtype);
   return {output, hy, c_state.to(dtype), gates, cells};
 }

@@ -9,9 +9,10 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <type_traits>
+
+#include "cpu/scratch_pool.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -78,50 +79,6 @@ mkl_int as_mkl_int(int64_t v) {
   return static_cast<mkl_int>(v);
 }
 
-// Reuses the packed buffers' memory across calls. MKL sizes each packed buffer far above the
-// operand (at least ~7.5 MiB, whatever the block) and writes most of it, so a fresh allocation
-// each call -- fresh pages from the kernel for a buffer this large -- cost ~1.5 ms a block in
-// page faults (T=50 B=16 H=512: 8 blocks, 13 ms of a 24 ms call). Only memory is reused, never
-// contents: every call packs its weight anew. Holds at most kMaxPooledBytes while idle.
-class PackedBufferPool {
- public:
-  at::Tensor acquire(int64_t bytes) {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      // The smallest free buffer that is large enough.
-      auto best = free_.end();
-      for (auto it = free_.begin(); it != free_.end(); ++it) {
-        if (it->numel() >= bytes && (best == free_.end() || it->numel() < best->numel())) best = it;
-      }
-      if (best != free_.end()) {
-        at::Tensor buffer = std::move(*best);
-        free_.erase(best);
-        pooled_bytes_ -= buffer.numel();
-        return buffer;
-      }
-    }
-    return at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
-  }
-
-  void release(at::Tensor buffer) {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    if (pooled_bytes_ + buffer.numel() > kMaxPooledBytes) return;  // freed here instead
-    pooled_bytes_ += buffer.numel();
-    free_.push_back(std::move(buffer));
-  }
-
- private:
-  static constexpr int64_t kMaxPooledBytes = int64_t{128} << 20;
-  std::mutex mutex_;
-  std::vector<at::Tensor> free_;
-  int64_t pooled_bytes_ = 0;
-};
-
-PackedBufferPool& packed_buffers() {
-  static auto* pool = new PackedBufferPool();  // never destroyed: outlives static destructors
-  return *pool;
-}
-
 }  // namespace
 
 std::string recurrent_gemm_kernels() {
@@ -156,8 +113,11 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
       bytes += (static_cast<int64_t>(mkl.get_size(kBMatrix, as_mkl_int(max_rows), as_mkl_int(n),
                                                   as_mkl_int(k_))) + kAlign - 1) / kAlign * kAlign;
     }
-    packed_storage_ = packed_buffers().acquire(bytes + kAlign);
-    const auto base = reinterpret_cast<uintptr_t>(packed_storage_.data_ptr());
+    // MKL sizes each packed buffer far above the operand (at least ~7.5 MiB, whatever the block)
+    // and writes most of it: fresh pages each call cost ~1.5 ms a block in page faults (T=50 B=16
+    // H=512: 8 blocks, 13 ms of a 24 ms call), so the memory comes from the scratch pool.
+    packed_storage_ = std::make_unique<ScratchTensor>(at::IntArrayRef{bytes + kAlign}, at::kByte);
+    const auto base = reinterpret_cast<uintptr_t>(packed_storage_->tensor().data_ptr());
     const auto aligned = (base + kAlign - 1) / kAlign * kAlign;
     for (int64_t u = 0; u < num_blocks(); ++u) {
       float* dest = reinterpret_cast<float*>(aligned + offsets[u]);
@@ -167,11 +127,6 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
       packed_.push_back(dest);
     }
   }
-}
-
-template <typename scalar_t>
-BlockedOperand<scalar_t>::~BlockedOperand() {
-  if (packed_storage_.defined()) packed_buffers().release(std::move(packed_storage_));
 }
 
 template <typename scalar_t>
@@ -227,12 +182,12 @@ BlockedOperandBf16::BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t>
 #if defined(CPUBLAS_BRGEMM_BF16BF16F32)
   const at::Tensor b16 = b.to(at::kBFloat16).contiguous();
   const int64_t n_total = b16.size(1);
-  packed_ = at::empty({k_ * n_total}, b16.options());
+  packed_ = std::make_unique<ScratchTensor>(at::IntArrayRef{k_ * n_total}, at::kBFloat16);
   // oneDNN packs (and multiplies) B in panels of kPanel columns.
   for (int64_t column = 0; column < n_total; column += kPanel) {
     at::native::cpublas::pack(k_, kPanel, /*ld_in=*/n_total, /*ld_out=*/kPanel, at::kBFloat16,
                               at::kBFloat16, b16.const_data_ptr<c10::BFloat16>() + column,
-                              packed_.data_ptr<c10::BFloat16>() + k_ * column);
+                              packed_->tensor().data_ptr<c10::BFloat16>() + k_ * column);
   }
 #endif
 }
@@ -245,7 +200,7 @@ void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16*
   for (int64_t panel = 0; panel < n; panel += kPanel) {
     at::native::cpublas::brgemm(
         m, kPanel, k_, lda, /*ld_b=*/kPanel, ldc, /*add_C=*/false, a,
-        packed_.const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel), c + panel,
+        packed_->tensor().const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel), c + panel,
         /*is_vnni=*/true);
   }
 #endif

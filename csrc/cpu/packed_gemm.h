@@ -13,9 +13,9 @@
 //    cache.
 // The product itself, per block (measured on a 2-core Xeon, AVX-512, fp32; benchmarks/results):
 //  - batches of kMklPackedMinRows rows or more: MKL's packed SGEMM (cblas_sgemm_pack/compute),
-//    each block packed once per call into buffers reused across calls: per step 290 vs 400 us
-//    for brgemm at B=16 H=512. Used when the running libtorch exports it (x86 wheels do; looked
-//    up at run time, so nothing links against MKL).
+//    each block packed once per call (into pooled memory, Note [CPU scratch memory]): per step
+//    290 vs 400 us for brgemm at B=16 H=512. Used when the running libtorch exports it (x86
+//    wheels do; looked up at run time, so nothing links against MKL).
 //  - otherwise oneDNN's batch-reduce GEMM micro-kernel through at::native::cpublas::brgemm (fp32),
 //    reading the weight in place: no packing and ~1 us of overhead a call;
 //  - fp64 (and builds without brgemm): at::mm_out on views of the buffers.
@@ -26,7 +26,10 @@
 
 #include <ATen/ATen.h>
 
+#include "cpu/scratch_pool.h"
+
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace fused_lstm {
@@ -39,7 +42,6 @@ class BlockedOperand {
   // [column_begin[u], column_begin[u + 1]). Products A[m, k] · B_u follow, with m <= max_rows.
   // b must outlive this object (the unpacked paths read it in place).
   BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows);
-  ~BlockedOperand();  // returns the packed buffers' memory to a pool for the next call
   BlockedOperand(const BlockedOperand&) = delete;
   BlockedOperand& operator=(const BlockedOperand&) = delete;
 
@@ -54,8 +56,8 @@ class BlockedOperand {
   at::Tensor b_;
   int64_t k_, ld_;
   std::vector<int64_t> column_begin_;
-  at::Tensor packed_storage_;         // mkl-packed: all blocks' packed buffers, bytes
-  std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
+  std::unique_ptr<ScratchTensor> packed_storage_;  // mkl-packed: all blocks' buffers, bytes
+  std::vector<const void*> packed_;                // mkl-packed: block u's buffer (64-byte aligned)
 };
 
 // bfloat16 products on AMX (Note [bfloat16 GEMMs on CPU] in lstm_cpu.cpp): B_u packed once per
@@ -83,7 +85,7 @@ class BlockedOperandBf16 {
  private:
   int64_t k_;
   std::vector<int64_t> column_begin_;
-  at::Tensor packed_;  // block u's packed [k, n_u] at packed_ + k * column_begin[u]
+  std::unique_ptr<ScratchTensor> packed_;  // block u's packed [k, n_u] at k * column_begin[u]
 };
 
 // MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).
