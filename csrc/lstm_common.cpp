@@ -273,10 +273,18 @@ BackwardResult lstm_layer_backward_impl(
   const Tensor gates_2d = gates.reshape({N, 4 * H}).contiguous();
   const Tensor cells_2d = cells.reshape({N, H}).contiguous();
 
+  auto temporary = [&](at::IntArrayRef sizes, at::ScalarType type) {
+    return kernels.temporary ? kernels.temporary(sizes, type) : at::empty(sizes, with_dtype.dtype(type));
+  };
+  const auto acc_type = acc.dtype().toScalarType();
   // dh_total: gradient reaching each step's h (projected h when P != H). Starts as grad_output;
   // each step adds the carry from the step after it.
-  Tensor dh_total = at::zeros({N, P}, acc);
-  if (defined(grad_output)) dh_total.copy_(grad_output->reshape({N, P}));
+  Tensor dh_total = temporary({N, P}, acc_type);
+  if (defined(grad_output)) {
+    dh_total.copy_(grad_output->reshape({N, P}));
+  } else {
+    dh_total.zero_();
+  }
   Tensor dh_carry = at::zeros({B, P}, acc);
   if (defined(grad_hy)) dh_carry.copy_(*grad_hy);
   Tensor dc_carry = at::zeros({B, H}, acc);
@@ -285,7 +293,7 @@ BackwardResult lstm_layer_backward_impl(
   const Tensor w_hh_acc = weight_hh.to(acc.dtype());
   const Tensor w_hr_acc = s.has_proj ? weight_hr->to(acc.dtype()) : Tensor();
   Tensor dr = s.has_proj ? at::empty({B, H}, acc) : Tensor();
-  Tensor dgates = at::empty({N, 4 * H}, acc);
+  Tensor dgates = temporary({N, 4 * H}, acc_type);
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   const bool fused = !s.has_proj && kernels.fused_recurrence != nullptr &&
@@ -319,16 +327,24 @@ BackwardResult lstm_layer_backward_impl(
   }
 
   // The large GEMMs, in the opmath type or (input_dtype_gemms) in the input dtype.
-  const auto gemm_dtype = kernels.input_dtype_gemms ? dtype : acc.dtype().toScalarType();
-  const Tensor dgates_gemm = dgates.to(gemm_dtype);
+  const auto gemm_dtype = kernels.input_dtype_gemms ? dtype : acc_type;
+  Tensor dgates_gemm = dgates;
+  if (gemm_dtype != acc_type) {
+    dgates_gemm = temporary({N, 4 * H}, gemm_dtype);
+    dgates_gemm.copy_(dgates);
+  }
   if (want_input) {
     grad_input = at::mm(dgates_gemm, weight_ih.to(gemm_dtype)).to(dtype).view(input.sizes());
   }
   if (want_weights) {
     const Tensor dgates_t = dgates_gemm.t();
     grad_w_ih = at::mm(dgates_t, input.reshape({N, s.input}).to(gemm_dtype)).to(dtype);
-    const Tensor h_sources = at::cat({hx.to(gemm_dtype), output.reshape({N, P}).to(gemm_dtype)});
-    const Tensor h_prev = h_sources.index_select(0, previous_row_index(schedule, N, B, input.device()));
+    // h_prev of every token: rows of [hx; output] (Note [Row layout and step schedule]).
+    Tensor h_sources = temporary({B + N, P}, gemm_dtype);
+    h_sources.narrow(0, 0, B).copy_(hx);
+    h_sources.narrow(0, B, N).copy_(output.reshape({N, P}));
+    Tensor h_prev = temporary({N, P}, gemm_dtype);
+    at::index_select_out(h_prev, h_sources, 0, previous_row_index(schedule, N, B, input.device()));
     grad_w_hh = at::mm(dgates_t, h_prev).to(dtype);
     if (has_bias) grad_bias = dgates.sum(0).to(dtype);
     if (s.has_proj) {

@@ -87,6 +87,9 @@ struct BackwardKernels {
   // Run the carry and weight/input-gradient GEMMs in the input dtype (bf16 on CPUs with bf16
   // dot products, Note [bfloat16 GEMMs on CPU]) rather than in the opmath type.
   bool input_dtype_gemms = false;
+  // Allocates the call's large internal buffers (gate gradients, carries, GEMM operands): the
+  // CPU's pooled scratch memory (Note [CPU scratch memory] in cpu/scratch_pool.h); nullptr: at::empty.
+  Tensor (*temporary)(at::IntArrayRef sizes, at::ScalarType dtype) = nullptr;
 };
 
 // A host int64 buffer to fill and then copy to `device` with non_blocking=true: pinned when the

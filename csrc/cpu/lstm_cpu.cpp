@@ -32,9 +32,16 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -126,6 +133,98 @@ std::vector<int64_t> block_column_begin(int64_t hidden, int64_t block, int64_t w
   return begin;
 }
 
+// Note [One thread team per sequence]
+// The per-step work of a unit-block recurrence (Note [Recurrent GEMMs on CPU]) is small -- tens
+// of microseconds at B=16 H=128 -- and opening a parallel region per step (the fork and the join
+// of an OpenMP team) was ~15% of it (libgomp's share of a profile). So, where a step needs no
+// ATen work between the blocks' tasks, one OpenMP team runs the whole sequence: each thread owns
+// a fixed range of unit blocks (the blocks' work is alike, so a static split balances) and the
+// team meets at a barrier after each step. Serial work some steps need (joining h rows of a
+// reverse packed step) runs on the calling thread, whose thread-local state (below autograd) ATen
+// calls need, between barriers. Otherwise -- and in builds without OpenMP -- one at::parallel_for
+// per step, with the serial work before it and `finish` after it.
+//
+// run_recurrence(num_steps, num_blocks, grain, one_team_allowed, needs_serial, serial, blocks,
+// finish): step k is serial(k) (every step in the per-step mode, only where needs_serial(k) in a
+// team), blocks(k, u_begin, u_end), finish(k) (per-step mode only: pass one_team_allowed=false
+// where it does anything). An exception in any part stops all threads after that step and is
+// rethrown on the calling thread.
+template <typename NeedsSerial, typename Serial, typename Blocks, typename Finish>
+void run_recurrence(int64_t num_steps, int64_t num_blocks, int64_t grain, bool one_team_allowed,
+                    const NeedsSerial& needs_serial, const Serial& serial, const Blocks& blocks,
+                    const Finish& finish) {
+  const int64_t tasks = (num_blocks + grain - 1) / grain;
+  const int64_t team = std::min<int64_t>(at::get_num_threads(), tasks);
+#ifdef _OPENMP
+  if (one_team_allowed && team > 1 && !at::in_parallel_region()) {
+    std::atomic<int64_t> failed_step{num_steps};  // the first step where something threw
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    auto record = [&](int64_t k) {
+      const std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      int64_t seen = failed_step.load();
+      while (k < seen && !failed_step.compare_exchange_weak(seen, k)) {
+      }
+    };
+#pragma omp parallel num_threads(static_cast<int>(team))
+    {
+      const int64_t thread = omp_get_thread_num(), threads = omp_get_num_threads();
+      const int64_t u_begin = num_blocks * thread / threads;
+      const int64_t u_end = num_blocks * (thread + 1) / threads;
+      for (int64_t k = 0; k < num_steps; ++k) {
+        if (needs_serial(k)) {
+          if (thread == 0) {
+            try {
+              serial(k);
+            } catch (...) {
+              record(k);
+            }
+          }
+#pragma omp barrier
+        }
+        if (failed_step.load() > k) {
+          try {
+            blocks(k, u_begin, u_end);
+          } catch (...) {
+            record(k);
+          }
+        }
+#pragma omp barrier
+        // Every thread reads this after the same barrier; a failure in a later step cannot have
+        // been recorded yet (it needs this barrier passed), so all threads stop at the same step.
+        if (failed_step.load() <= k) break;
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+#endif
+  for (int64_t k = 0; k < num_steps; ++k) {
+    serial(k);
+    at::parallel_for(0, num_blocks, grain, [&](int64_t begin, int64_t end) { blocks(k, begin, end); });
+    finish(k);
+  }
+}
+
+// Asks for the lines of `rows` rows x 4 gates x `units` elements (at base + b * row_stride +
+// gate * gate_stride) to be brought into L2. A unit block's gate pass reads its units' slice of
+// the step's input projection, written by the input GEMM long before and no longer in cache:
+// short strided runs the hardware prefetchers barely follow, so the pass waited on them (the
+// loads of pre were a quarter of its profile at B=16 H=128). Issued before the block's product,
+// whose time hides the fetch: 3-4% off T=100 inference at B=16 H=128 and at B=64 H=512.
+template <typename T>
+void prefetch_gate_rows(const T* base, int64_t rows, int64_t row_stride, int64_t gate_stride,
+                        int64_t units) {
+  constexpr int64_t kLine = 64 / sizeof(T);
+  for (int64_t b = 0; b < rows; ++b) {
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      const T* run = base + b * row_stride + gate * gate_stride;
+      for (int64_t e = 0; e < units; e += kLine) __builtin_prefetch(run + e, /*rw=*/0, /*locality=*/2);
+    }
+  }
+}
+
 // h_prev of a step, [rows, P] with row stride P, read where it already is (Note [Row layout and
 // step schedule]): the previous processed step's rows of `out` (h of every token), h0 (hx) at the
 // first step, and both only where a reverse packed step starts new sequences (rows > prev_rows):
@@ -196,22 +295,17 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   // memory]: fresh pages for it cost a quarter of the GEMM). The biases are added in the gate
   // pass (folding them in with addmm costs a [N, 4H] broadcast copy: 12 ms of 150 at T=100 B=64
   // H=512).
-  const cpu::ScratchTensor pre_scratch({N, 4 * H}, bf16_gemms ? at::kBFloat16 : acc_type);
-  std::optional<cpu::ScratchTensor> pre_widened_scratch;  // bf16 GEMM read by a float gate pass
-  {
-    Tensor pre = pre_scratch.tensor();
-    if (bf16_gemms) {
-      at::mm_out(pre, input.reshape({N, s.input}), weight_ih.t());
-    } else {
-      at::mm_out(pre, input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
-    }
-    if (bf16_gemms && !bf16_io) {
-      pre_widened_scratch.emplace(at::IntArrayRef{N, 4 * H}, acc_type);
-      Tensor widened = pre_widened_scratch->tensor();
+  Tensor pre = cpu::scratch_empty({N, 4 * H}, bf16_gemms ? at::kBFloat16 : acc_type);
+  if (bf16_gemms) {
+    at::mm_out(pre, input.reshape({N, s.input}), weight_ih.t());
+    if (!bf16_io) {  // widened for the float gate pass
+      Tensor widened = cpu::scratch_empty({N, 4 * H}, acc_type);
       widened.copy_(pre);
+      pre = widened;
     }
+  } else {
+    at::mm_out(pre, input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
   }
-  const Tensor& pre = pre_widened_scratch ? pre_widened_scratch->tensor() : pre_scratch.tensor();
   const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
                                  : at::zeros({4 * H}, acc);
   const Tensor w_hh_t = !whole_product ? Tensor()
@@ -222,16 +316,17 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   // Buffers for the whole sequence, allocated once (no per-step allocation). `out`, h of every
   // token: the output itself (opmath layers, bf16_io layers), else opmath scratch rounded into
   // the output at the end.
-  std::optional<cpu::ScratchTensor> out_scratch;
-  if (dtype != acc_type && !bf16_io) out_scratch.emplace(at::IntArrayRef{N, P}, acc_type);
-  Tensor out = out_scratch ? out_scratch->tensor() : at::empty({N, P}, bf16_io ? input.options() : acc);
+  Tensor out = dtype == acc_type ? at::empty({N, P}, acc)
+               : bf16_io          ? at::empty({N, P}, input.options())
+                                  : cpu::scratch_empty({N, P}, acc_type);
   const Tensor h0 = bf16_io ? hx.contiguous() : hx.to(acc_type).contiguous();  // out's dtype
   Tensor h_joined;  // only for steps whose rows start from both out and hx (previous_h)
   Tensor c_state = cx.to(acc_type).contiguous().clone();
   Tensor h_unprojected = s.has_proj ? at::empty({B, H}, acc) : Tensor();
-  // Saved for backward, one row per token: [T, B, 4H] / [T, B, H] (or [N, .] packed).
-  Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), acc) : at::empty({0}, acc);
-  Tensor cells = save_workspace ? at::empty(per_token_shape(s, H), acc) : at::empty({0}, acc);
+  // Saved for backward, one row per token: [T, B, 4H] / [T, B, H] (or [N, .] packed); scratch
+  // memory too, back in the pool once autograd has run the backward and let them go.
+  Tensor gates = save_workspace ? cpu::scratch_empty(per_token_shape(s, 4 * H), acc_type) : at::empty({0}, acc);
+  Tensor cells = save_workspace ? cpu::scratch_empty(per_token_shape(s, H), acc_type) : at::empty({0}, acc);
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_layer_forward_cpu", [&] {
@@ -240,9 +335,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     const int64_t block = unit_block_size(H);
     const int64_t num_blocks = (H + block - 1) / block;
     // [K, 4H]: W_hhᵀ with its columns in (block, gate, unit) order (forward_blocked_weight).
-    std::optional<cpu::ScratchTensor> w_hh_blocked_scratch;
-    if (!whole_product) w_hh_blocked_scratch.emplace(at::IntArrayRef{P, 4 * H}, acc_type);
-    const Tensor w_hh_blocked = whole_product ? Tensor() : w_hh_blocked_scratch->tensor();
+    const Tensor w_hh_blocked = whole_product ? Tensor() : cpu::scratch_empty({P, 4 * H}, acc_type);
     if (!whole_product) forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block, w_hh_blocked);
     std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
     std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
@@ -259,10 +352,19 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     scalar_t* rec_p = rec.data_ptr<scalar_t>();
     const scalar_t* bias_p = bias.data_ptr<scalar_t>();
     scalar_t* c_p = c_state.data_ptr<scalar_t>();
-    for (const auto& step : schedule) {
+    // Per step (Note [One thread team per sequence]): `serial` finds h_prev (joining rows where a
+    // reverse packed step starts new sequences), runs the whole product or rounds h_prev to bf16
+    // where those are used; `blocks` runs unit blocks' products and gate passes; `finish`
+    // projects h. Without whole products or projection, the serial part is pointer arithmetic
+    // except for joins, and one thread team runs the sequence.
+    const scalar_t* h_prev = nullptr;               // [rows, P], row stride P
+    const c10::BFloat16* h_prev_rounded = nullptr;  // the same in bf16 (AMX products)
+    auto needs_join = [&](int64_t k) {
+      return schedule[k].prev_rows > 0 && schedule[k].prev_rows < schedule[k].rows;
+    };
+    auto serial = [&](int64_t k) {
+      const StepRows& step = schedule[k];
       const int64_t rows = step.rows;
-      const scalar_t* h_prev = nullptr;             // [rows, P], row stride P
-      const c10::BFloat16* h_prev_rounded = nullptr;  // the same in bf16 (AMX products)
       if (bf16_io) {
         h_prev_rounded = previous_h<c10::BFloat16>(step, P, out, h0, h_joined);
       } else {
@@ -280,53 +382,78 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
         h_prev_bf16.narrow(0, 0, rows).copy_(at::from_blob(const_cast<scalar_t*>(h_prev), {rows, P}, acc));
         h_prev_rounded = h_prev_bf16.const_data_ptr<c10::BFloat16>();
       }
+    };
+    const bool one_team = !whole_product && !s.has_proj && (bf16_io || !amx_recurrence);
+    auto blocks = [&](int64_t k, int64_t u_begin, int64_t u_end) {
+      const StepRows& step = schedule[k];
+      const int64_t rows = step.rows;
+      // In a team only joins run `serial`: other steps read h_prev where it is, here.
+      const scalar_t* step_h_prev = h_prev;
+      const c10::BFloat16* step_h_prev_rounded = h_prev_rounded;
+      if (one_team && !needs_join(k)) {
+        if (bf16_io) {
+          step_h_prev_rounded = previous_h<c10::BFloat16>(step, P, out, h0, h_joined);
+        } else {
+          step_h_prev = previous_h<scalar_t>(step, P, out, h0, h_joined);
+        }
+      }
       const int64_t pre_offset = step.row_offset * 4 * H;
       scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() + pre_offset : nullptr;
       scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() + step.row_offset * H : nullptr;
-      at::parallel_for(0, num_blocks, block_grain(rows, P, block), [&](int64_t begin, int64_t end) {
-        for (int64_t u = begin; u < end; ++u) {
-          const int64_t j0 = u * block, units = std::min(block, H - j0);
-          // Gate g of unit j0 + jj of row b at rec_u[b * row_stride + g * gate_stride + jj].
-          const scalar_t* rec_u;
-          int64_t row_stride, gate_stride;
-          if (whole_product) {
-            rec_u = rec_p + j0, row_stride = 4 * H, gate_stride = H;
-          } else {
-            scalar_t* product = rec_p + 4 * j0;
-            if (amx_recurrence) {  // bf16 layers only, so scalar_t is float here
-              w_blocks_bf16->multiply(u, rows, h_prev_rounded, P, reinterpret_cast<float*>(product), 4 * H);
-            } else {
-              w_blocks->multiply(u, rows, h_prev, P, product, 4 * H);
-            }
-            rec_u = product, row_stride = 4 * H, gate_stride = units;
-          }
-          for (int64_t b = 0; b < rows; ++b) {
-            scalar_t* gates_row = gates_p ? gates_p + b * 4 * H : nullptr;
-            scalar_t* cells_row = cells_p ? cells_p + b * H : nullptr;
-            if (bf16_io) {  // bf16 layers only, so scalar_t is float here
-              forward_cells_bf16_io(pre.const_data_ptr<c10::BFloat16>() + pre_offset + b * 4 * H,
-                                    reinterpret_cast<const float*>(rec_u + b * row_stride), gate_stride,
-                                    reinterpret_cast<const float*>(bias_p),
-                                    reinterpret_cast<float*>(c_p + b * H),
-                                    out.data_ptr<c10::BFloat16>() + (step.row_offset + b) * P,
-                                    reinterpret_cast<float*>(gates_row),
-                                    reinterpret_cast<float*>(cells_row), H, j0, j0 + units);
-              continue;
-            }
-            scalar_t* h_row = s.has_proj ? h_unprojected.data_ptr<scalar_t>() + b * H
-                                         : out.data_ptr<scalar_t>() + (step.row_offset + b) * P;
-            forward_cells(pre.const_data_ptr<scalar_t>() + pre_offset + b * 4 * H,
-                          rec_u + b * row_stride, gate_stride, bias_p, c_p + b * H, h_row,
-                          gates_row, cells_row, H, j0, j0 + units);
-          }
+      for (int64_t u = u_begin; u < u_end; ++u) {
+        const int64_t j0 = u * block, units = std::min(block, H - j0);
+        if (bf16_io) {
+          prefetch_gate_rows(pre.const_data_ptr<c10::BFloat16>() + pre_offset + j0, rows, 4 * H, H, units);
+        } else {
+          prefetch_gate_rows(pre.const_data_ptr<scalar_t>() + pre_offset + j0, rows, 4 * H, H, units);
         }
-        if (amx_recurrence) cpu::BlockedOperandBf16::release_thread_state();
-      });
-      if (s.has_proj) {
-        Tensor out_rows = out.narrow(0, step.row_offset, rows);
-        at::mm_out(out_rows, h_unprojected.narrow(0, 0, rows), w_hr_t);
+        // Gate g of unit j0 + jj of row b at rec_u[b * row_stride + g * gate_stride + jj].
+        const scalar_t* rec_u;
+        int64_t row_stride, gate_stride;
+        if (whole_product) {
+          rec_u = rec_p + j0, row_stride = 4 * H, gate_stride = H;
+        } else {
+          scalar_t* product = rec_p + 4 * j0;
+          if (amx_recurrence) {  // bf16 layers only, so scalar_t is float here
+            w_blocks_bf16->multiply(u, rows, step_h_prev_rounded, P, reinterpret_cast<float*>(product), 4 * H);
+          } else {
+            w_blocks->multiply(u, rows, step_h_prev, P, product, 4 * H);
+          }
+          rec_u = product, row_stride = 4 * H, gate_stride = units;
+        }
+        for (int64_t b = 0; b < rows; ++b) {
+          scalar_t* gates_row = gates_p ? gates_p + b * 4 * H : nullptr;
+          scalar_t* cells_row = cells_p ? cells_p + b * H : nullptr;
+          if (bf16_io) {  // bf16 layers only, so scalar_t is float here
+            forward_cells_bf16_io(pre.const_data_ptr<c10::BFloat16>() + pre_offset + b * 4 * H,
+                                  reinterpret_cast<const float*>(rec_u + b * row_stride), gate_stride,
+                                  reinterpret_cast<const float*>(bias_p),
+                                  reinterpret_cast<float*>(c_p + b * H),
+                                  out.data_ptr<c10::BFloat16>() + (step.row_offset + b) * P,
+                                  reinterpret_cast<float*>(gates_row),
+                                  reinterpret_cast<float*>(cells_row), H, j0, j0 + units);
+            continue;
+          }
+          scalar_t* h_row = s.has_proj ? h_unprojected.data_ptr<scalar_t>() + b * H
+                                       : out.data_ptr<scalar_t>() + (step.row_offset + b) * P;
+          forward_cells(pre.const_data_ptr<scalar_t>() + pre_offset + b * 4 * H,
+                        rec_u + b * row_stride, gate_stride, bias_p, c_p + b * H, h_row,
+                        gates_row, cells_row, H, j0, j0 + units);
+        }
       }
-    }
+      // Per task in the per-step mode; a team thread holds AMX state until its last step.
+      if (amx_recurrence && (!one_team || k + 1 == static_cast<int64_t>(schedule.size()))) {
+        cpu::BlockedOperandBf16::release_thread_state();
+      }
+    };
+    auto finish = [&](int64_t k) {
+      if (!s.has_proj) return;
+      const StepRows& step = schedule[k];
+      Tensor out_rows = out.narrow(0, step.row_offset, step.rows);
+      at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
+    };
+    run_recurrence(static_cast<int64_t>(schedule.size()), num_blocks, block_grain(B, P, block),
+                   one_team, needs_join, serial, blocks, finish);
   });
 
   const Tensor output = out.to(dtype).view(per_token_shape(s, P));  // (no copy where out is it)
@@ -430,7 +557,8 @@ BackwardResult lstm_layer_backward_cpu(
                                   weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
                                   gates, cells, output_mask,
                                   {&backward_pointwise_cpu, &backward_recurrence_cpu,
-                                   input.scalar_type() == at::kBFloat16 && use_bf16_gemms()});
+                                   input.scalar_type() == at::kBFloat16 && use_bf16_gemms(),
+                                   &cpu::scratch_empty});
 }
 
 }  // namespace

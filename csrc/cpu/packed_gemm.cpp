@@ -116,8 +116,8 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
     // MKL sizes each packed buffer far above the operand (at least ~7.5 MiB, whatever the block)
     // and writes most of it: fresh pages each call cost ~1.5 ms a block in page faults (T=50 B=16
     // H=512: 8 blocks, 13 ms of a 24 ms call), so the memory comes from the scratch pool.
-    packed_storage_ = std::make_unique<ScratchTensor>(at::IntArrayRef{bytes + kAlign}, at::kByte);
-    const auto base = reinterpret_cast<uintptr_t>(packed_storage_->tensor().data_ptr());
+    packed_storage_ = scratch_empty({bytes + kAlign}, at::kByte);
+    const auto base = reinterpret_cast<uintptr_t>(packed_storage_.data_ptr());
     const auto aligned = (base + kAlign - 1) / kAlign * kAlign;
     for (int64_t u = 0; u < num_blocks(); ++u) {
       float* dest = reinterpret_cast<float*>(aligned + offsets[u]);
@@ -182,12 +182,12 @@ BlockedOperandBf16::BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t>
 #if defined(CPUBLAS_BRGEMM_BF16BF16F32)
   const at::Tensor b16 = b.to(at::kBFloat16).contiguous();
   const int64_t n_total = b16.size(1);
-  packed_ = std::make_unique<ScratchTensor>(at::IntArrayRef{k_ * n_total}, at::kBFloat16);
+  packed_ = scratch_empty({k_ * n_total}, at::kBFloat16);
   // oneDNN packs (and multiplies) B in panels of kPanel columns.
   for (int64_t column = 0; column < n_total; column += kPanel) {
     at::native::cpublas::pack(k_, kPanel, /*ld_in=*/n_total, /*ld_out=*/kPanel, at::kBFloat16,
                               at::kBFloat16, b16.const_data_ptr<c10::BFloat16>() + column,
-                              packed_->tensor().data_ptr<c10::BFloat16>() + k_ * column);
+                              packed_.data_ptr<c10::BFloat16>() + k_ * column);
   }
 #endif
 }
@@ -200,7 +200,7 @@ void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16*
   for (int64_t panel = 0; panel < n; panel += kPanel) {
     at::native::cpublas::brgemm(
         m, kPanel, k_, lda, /*ld_b=*/kPanel, ldc, /*add_C=*/false, a,
-        packed_->tensor().const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel), c + panel,
+        packed_.const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel), c + panel,
         /*is_vnni=*/true);
   }
 #endif

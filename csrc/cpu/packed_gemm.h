@@ -26,10 +26,7 @@
 
 #include <ATen/ATen.h>
 
-#include "cpu/scratch_pool.h"
-
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 namespace fused_lstm {
@@ -56,8 +53,8 @@ class BlockedOperand {
   at::Tensor b_;
   int64_t k_, ld_;
   std::vector<int64_t> column_begin_;
-  std::unique_ptr<ScratchTensor> packed_storage_;  // mkl-packed: all blocks' buffers, bytes
-  std::vector<const void*> packed_;                // mkl-packed: block u's buffer (64-byte aligned)
+  at::Tensor packed_storage_;         // mkl-packed: all blocks' buffers, bytes (scratch memory)
+  std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
 };
 
 // bfloat16 products on AMX (Note [bfloat16 GEMMs on CPU] in lstm_cpu.cpp): B_u packed once per
@@ -85,7 +82,7 @@ class BlockedOperandBf16 {
  private:
   int64_t k_;
   std::vector<int64_t> column_begin_;
-  std::unique_ptr<ScratchTensor> packed_;  // block u's packed [k, n_u] at k * column_begin[u]
+  at::Tensor packed_;  // block u's packed [k, n_u] at k * column_begin[u] (scratch memory)
 };
 
 // MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).

@@ -1,8 +1,10 @@
 // Note [CPU scratch memory] (scratch_pool.h).
 #include "cpu/scratch_pool.h"
 
+#include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <vector>
@@ -11,7 +13,7 @@ namespace fused_lstm {
 namespace cpu {
 namespace {
 
-int64_t max_pooled_bytes() {
+int64_t max_idle_bytes() {
   static const int64_t bytes = [] {
     int64_t mib = 256;
     if (const char* env = std::getenv("FUSED_LSTM_CPU_SCRATCH_MIB")) {
@@ -25,53 +27,60 @@ int64_t max_pooled_bytes() {
   return bytes;
 }
 
+struct Block {
+  void* data;
+  int64_t bytes;
+};
+
 class ScratchPool {
  public:
-  at::Tensor acquire(int64_t bytes) {
+  Block acquire(int64_t bytes) {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
-      // The smallest idle buffer that is large enough.
+      // The smallest idle block that is large enough.
       auto best = idle_.end();
       for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-        if (it->numel() >= bytes && (best == idle_.end() || it->numel() < best->numel())) best = it;
+        if (it->bytes >= bytes && (best == idle_.end() || it->bytes < best->bytes)) best = it;
       }
       if (best != idle_.end()) {
-        at::Tensor buffer = std::move(*best);
+        const Block block = *best;
         idle_.erase(best);
-        idle_bytes_ -= buffer.numel();
-        return buffer;
+        idle_bytes_ -= block.bytes;
+        return block;
       }
     }
-    return at::empty({bytes}, at::TensorOptions().dtype(at::kByte));
+    return {c10::alloc_cpu(static_cast<size_t>(bytes)), bytes};  // 64-byte aligned
   }
 
-  void release(at::Tensor buffer) {
-    if (buffer.storage().use_count() > 1) return;  // a view escaped: its holders own it now
-    const std::lock_guard<std::mutex> lock(mutex_);
-    // Over the cap: evict smaller idle buffers for a larger one (the larger is the one the
-    // workload keeps asking for), else free this one.
-    while (idle_bytes_ + buffer.numel() > max_pooled_bytes() && !idle_.empty()) {
-      auto smallest = idle_.begin();
-      for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-        if (it->numel() < smallest->numel()) smallest = it;
+  // Never throws (it runs in a deleter).
+  void release(Block block) {
+    std::vector<Block> to_free;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      // Over the cap: evict smaller idle blocks for a larger one (the larger is the one the
+      // workload keeps asking for), else free this one.
+      while (idle_bytes_ + block.bytes > max_idle_bytes() && !idle_.empty()) {
+        auto smallest = std::min_element(idle_.begin(), idle_.end(), [](const Block& a, const Block& b) {
+          return a.bytes < b.bytes;
+        });
+        if (smallest->bytes >= block.bytes) break;
+        idle_bytes_ -= smallest->bytes;
+        to_free.push_back(*smallest);
+        idle_.erase(smallest);
       }
-      if (smallest->numel() >= buffer.numel()) break;
-      idle_bytes_ -= smallest->numel();
-      idle_.erase(smallest);
+      if (idle_bytes_ + block.bytes <= max_idle_bytes()) {
+        idle_bytes_ += block.bytes;
+        idle_.push_back(block);
+      } else {
+        to_free.push_back(block);
+      }
     }
-    if (idle_bytes_ + buffer.numel() > max_pooled_bytes()) return;  // freed here
-    idle_bytes_ += buffer.numel();
-    idle_.push_back(std::move(buffer));
-  }
-
-  int64_t idle_bytes() {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    return idle_bytes_;
+    for (const Block& b : to_free) c10::free_cpu(b.data);  // outside the lock
   }
 
  private:
   std::mutex mutex_;
-  std::vector<at::Tensor> idle_;
+  std::vector<Block> idle_;
   int64_t idle_bytes_ = 0;
 };
 
@@ -82,22 +91,15 @@ ScratchPool& scratch_pool() {
 
 }  // namespace
 
-ScratchTensor::ScratchTensor(at::IntArrayRef sizes, at::ScalarType dtype) {
-  // Reads (and checks) the cap here, where an error can propagate: release() runs in a destructor.
-  max_pooled_bytes();
+at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
+  max_idle_bytes();  // reads (and checks) the cap here, where an error can propagate
   int64_t numel = 1;
   for (int64_t size : sizes) numel *= size;
   const int64_t bytes = std::max<int64_t>(1, numel * static_cast<int64_t>(c10::elementSize(dtype)));
-  buffer_ = scratch_pool().acquire(bytes);
-  tensor_ = at::empty({0}, at::TensorOptions().dtype(dtype)).set_(buffer_.storage(), 0, sizes);
+  const Block block = scratch_pool().acquire(bytes);
+  return at::from_blob(block.data, sizes, [block](void*) { scratch_pool().release(block); },
+                       at::TensorOptions().dtype(dtype).device(at::kCPU));
 }
-
-ScratchTensor::~ScratchTensor() {
-  tensor_ = at::Tensor();
-  scratch_pool().release(std::move(buffer_));
-}
-
-int64_t pooled_scratch_bytes() { return scratch_pool().idle_bytes(); }
 
 }  // namespace cpu
 }  // namespace fused_lstm
