@@ -516,33 +516,36 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
     scalar_t* dc_p = a.dc_carry.data_ptr<scalar_t>();
     scalar_t* dh_p = dh_carry.data_ptr<scalar_t>();
     scalar_t* dgates_p = a.dgates.data_ptr<scalar_t>();
-    const StepRows* later = nullptr;  // the step processed just before this one (later in time)
-    for (auto it = a.schedule.rbegin(); it != a.schedule.rend(); later = &*it, ++it) {
-      const StepRows& step = *it;
+    // Steps in processing order: the reverse of the forward schedule (Note [One thread team per
+    // sequence]: one team for the whole reverse recurrence, nothing serial between steps).
+    const int64_t num_steps = static_cast<int64_t>(a.schedule.size());
+    auto step_at = [&](int64_t k) -> const StepRows& { return a.schedule[num_steps - 1 - k]; };
+    auto blocks = [&](int64_t k, int64_t u_begin, int64_t u_end) {
+      const StepRows& step = step_at(k);
+      const StepRows* later = k > 0 ? &step_at(k - 1) : nullptr;  // processed just before
       const int64_t carry_rows = later != nullptr ? later->rows : 0;
-      at::parallel_for(0, num_blocks, block_grain(std::max(step.rows, carry_rows), 4 * H, block),
-                       [&](int64_t begin, int64_t end) {
-        for (int64_t u = begin; u < end; ++u) {
-          const int64_t j0 = u * block, units = std::min(block, H - j0);
-          if (later != nullptr) {
-            w_blocks.multiply(u, carry_rows, dgates_p + later->row_offset * 4 * H, 4 * H,
-                              dh_p + j0, H);
-          }
-          for (int64_t b = 0; b < step.rows; ++b) {
-            const int64_t row = step.row_offset + b;
-            scalar_t* dh_row = dh_p + b * H;
-            if (grad_output_p != nullptr) {
-              for (int64_t j = j0; j < j0 + units; ++j) dh_row[j] += grad_output_p[row * H + j];
-            }
-            // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
-            const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
-                                                        : cx_p + b * H;
-            backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_row, dc_p + b * H,
-                           dgates_p + row * 4 * H, H, j0, j0 + units);
-          }
+      for (int64_t u = u_begin; u < u_end; ++u) {
+        const int64_t j0 = u * block, units = std::min(block, H - j0);
+        prefetch_gate_rows(gates_p + step.row_offset * 4 * H + j0, step.rows, 4 * H, H, units);
+        if (later != nullptr) {
+          w_blocks.multiply(u, carry_rows, dgates_p + later->row_offset * 4 * H, 4 * H, dh_p + j0, H);
         }
-      });
-    }
+        for (int64_t b = 0; b < step.rows; ++b) {
+          const int64_t row = step.row_offset + b;
+          scalar_t* dh_row = dh_p + b * H;
+          if (grad_output_p != nullptr) {
+            for (int64_t j = j0; j < j0 + units; ++j) dh_row[j] += grad_output_p[row * H + j];
+          }
+          // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
+          const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
+                                                      : cx_p + b * H;
+          backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_row, dc_p + b * H,
+                         dgates_p + row * 4 * H, H, j0, j0 + units);
+        }
+      }
+    };
+    run_recurrence(num_steps, num_blocks, block_grain(B, 4 * H, block), /*one_team_allowed=*/true,
+                   [](int64_t) { return false; }, [](int64_t) {}, blocks, [](int64_t) {});
   });
   return true;
 }
