@@ -296,12 +296,15 @@ BackwardResult lstm_layer_backward_impl(
   Tensor dgates = temporary({N, 4 * H}, acc_type);
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
+  // dgates in the input dtype for input-dtype GEMMs: filled by a fused recurrence, else rounded
+  // from dgates below.
+  const Tensor dgates_rounded = kernels.input_dtype_gemms ? temporary({N, 4 * H}, dtype) : Tensor();
   const bool fused = !s.has_proj && kernels.fused_recurrence != nullptr &&
                      kernels.fused_recurrence(BackwardRecurrenceArgs{
                          schedule, B, H, weight_hh,
                          defined(grad_output) ? dh_total : Tensor(),
                          defined(grad_hy) ? dh_carry : Tensor(), gates_2d, cells_2d, cx_acc,
-                         dc_carry, dgates});
+                         dc_carry, dgates, dgates_rounded});
   if (fused) {
     // The kernel consumed the carries inside; what reaches hx is the first processed step's.
     dh_carry = at::mm(dgates.index_select(0, first_row_index(schedule, B, input.device())), w_hh_acc);
@@ -330,8 +333,8 @@ BackwardResult lstm_layer_backward_impl(
   const auto gemm_dtype = kernels.input_dtype_gemms ? dtype : acc_type;
   Tensor dgates_gemm = dgates;
   if (gemm_dtype != acc_type) {
-    dgates_gemm = temporary({N, 4 * H}, gemm_dtype);
-    dgates_gemm.copy_(dgates);
+    dgates_gemm = dgates_rounded;
+    if (!fused) dgates_gemm.copy_(dgates);
   }
   if (want_input) {
     grad_input = at::mm(dgates_gemm, weight_ih.to(gemm_dtype)).to(dtype).view(input.sizes());

@@ -76,6 +76,10 @@ struct BackwardRecurrenceArgs {
   Tensor cx;           // [B, H]
   Tensor dc_carry;     // [B, H] in: grad_cy (or zeros); out: grad_cx
   Tensor dgates;       // [N, 4H] out
+  // [N, 4H] in the input dtype, out, or undefined. Given only where the backward's GEMMs run in
+  // the input dtype (BackwardKernels::input_dtype_gemms, CPU bf16): a recurrence that returns
+  // true has filled it with dgates rounded, and the weight/input-gradient GEMMs take it as is.
+  Tensor dgates_rounded;
 };
 // Runs the whole reverse recurrence on the device, filling dgates and dc_carry; returns false
 // to let the generic per-step loop do it.

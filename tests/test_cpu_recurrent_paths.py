@@ -54,7 +54,8 @@ CHECK = textwrap.dedent("""
     def check_bf16(B, H, threads, lengths=None, proj=0):
         # bf16: fused's error vs an fp64 reference at most 2x nn.LSTM's own bf16 error + 1e-3 (the
         # suite's low-precision rule). H a multiple of 16: on CPUs with AMX the recurrent product
-        # then runs as oneDNN bf16 brgemm per unit block (Note [bfloat16 GEMMs on CPU]).
+        # then runs as oneDNN bf16 brgemm per unit block (Note [bfloat16 GEMMs on CPU]); H a
+        # multiple of 64: the backward's carry product too.
         torch.set_num_threads(threads)
         torch.manual_seed(B * 1000 + H)
         I = 32
@@ -89,6 +90,7 @@ CHECK = textwrap.dedent("""
         lengths = torch.randint(1, 10, (11,))
         lengths[0] = 9
         check_bf16(11, 32, threads, lengths=lengths)
+        check_bf16(11, 128, threads, lengths=lengths)           # AMX carry in the backward
         check_bf16(5, 32, threads, proj=8)                      # AMX products of float h
         for dtype in (torch.float32, torch.float64):
             check(1, 20, dtype, threads)                       # block 16, partial block of 4

@@ -44,6 +44,14 @@ using BackwardCellsFn = void (*)(const acc_t* gates, const acc_t* c, const acc_t
                                  const acc_t* dh, acc_t* dc_carry, acc_t* dgates, int64_t hidden,
                                  int64_t j_begin, int64_t j_end);
 
+// backward cells of a bf16 layer whose GEMMs run in bf16 (Note [bfloat16 GEMMs on CPU]): also
+// writes the pre-activation gradients rounded to bf16 (dgates_rounded, same layout), the operand
+// of the next carry product and of the weight/input-gradient GEMMs.
+using BackwardCellsBf16Fn = void (*)(const float* gates, const float* c, const float* c_prev,
+                                     const float* dh, float* dc_carry, float* dgates,
+                                     c10::BFloat16* dgates_rounded, int64_t hidden,
+                                     int64_t j_begin, int64_t j_end);
+
 struct GateKernels {
   const char* instruction_set;
   ForwardCellsFn<float> forward_float;
@@ -51,6 +59,7 @@ struct GateKernels {
   BackwardCellsFn<float> backward_float;
   BackwardCellsFn<double> backward_double;
   ForwardCellsBf16Fn forward_bf16_io;
+  BackwardCellsBf16Fn backward_bf16_out;
 
   template <typename acc_t>
   ForwardCellsFn<acc_t> forward() const;

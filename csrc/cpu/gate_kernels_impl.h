@@ -153,9 +153,21 @@ void backward_cells(const acc_t* gates, const acc_t* c_row, const acc_t* c_prev_
   }
 }
 
+inline void backward_cells_bf16_out(const float* gates, const float* c_row, const float* c_prev_row,
+                                    const float* dh_row, float* dc_carry, float* dgates,
+                                    c10::BFloat16* dgates_rounded, int64_t H, int64_t j_begin,
+                                    int64_t j_end) {
+  backward_cells<float>(gates, c_row, c_prev_row, dh_row, dc_carry, dgates, H, j_begin, j_end);
+  for (int64_t gate = 0; gate < 4; ++gate) {  // still in L1
+    const int64_t offset = gate * H + j_begin;
+    at::vec::convert(dgates + offset, dgates_rounded + offset, j_end - j_begin);
+  }
+}
+
 inline GateKernels make_gate_kernels(const char* instruction_set) {
   return {instruction_set,        &forward_cells<float>,   &forward_cells<double>,
-          &backward_cells<float>, &backward_cells<double>, &forward_cells<float, c10::BFloat16>};
+          &backward_cells<float>, &backward_cells<double>, &forward_cells<float, c10::BFloat16>,
+          &backward_cells_bf16_out};
 }
 
 }  // namespace CPU_CAPABILITY

@@ -1,31 +1,38 @@
 // CPU implementation of the layer ops.
 //
-// Forward: the input projection for all steps as one GEMM; then per step one parallel region
-// over blocks of hidden units, each task multiplying h_prev by its block's packed slice of W_hhᵀ
-// (all four gates of its units) and running the fused, vectorised gate pass on that product
-// while it is in cache: add the hoisted input projection and bias, sigmoid/tanh, update c and h,
-// write the saved gates when training (Note [Recurrent GEMMs on CPU] in packed_gemm.h; the gate
-// passes are built per instruction set, Note [CPU instruction sets]). Backward: the reverse
-// recurrence the same way (carry GEMM per unit block, then that block's gate backward), then
-// lstm_layer_backward_impl's large weight-gradient GEMMs.
-// All arithmetic is in the opmath type (float for bf16/fp16), with h and c carried in it across
-// steps; outputs are rounded to the input dtype once.
+// Forward: the input projection for all steps as one GEMM; then the recurrence over blocks of
+// hidden units, each block's task per step multiplying h_prev by its block's packed slice of
+// W_hhᵀ (all four gates of its units) and running the fused, vectorised gate pass on that
+// product while it is in cache: add the hoisted input projection and bias, sigmoid/tanh, update
+// c and h, write the saved gates when training (Note [Recurrent GEMMs on CPU] in packed_gemm.h;
+// the gate passes are built per instruction set, Note [CPU instruction sets]); one thread team
+// runs the whole sequence (Note [One thread team per sequence]). Backward: the reverse recurrence
+// the same way (carry GEMM per unit block, then that block's gate backward), then
+// lstm_layer_backward_impl's large weight-gradient GEMMs. Buffers that never leave a call come
+// from pooled memory (Note [CPU scratch memory] in scratch_pool.h).
+// All arithmetic is in the opmath type (float for bf16/fp16), with c carried in it across steps
+// and h too, except where bf16 products take h rounded anyway (below); outputs are rounded to
+// the input dtype once.
 //
 // Note [bfloat16 GEMMs on CPU]
 // For bfloat16 layers on a CPU with bf16 dot-product instructions (AVX512_BF16; oneDNN also uses
 // AMX where present) the input projection and the backward's weight/input-gradient GEMMs run as
-// bf16 GEMMs (at::mm -> oneDNN; dgates rounded to bf16), their results widened to fp32. The
-// per-step recurrent product: on CPUs with AMX (and H a multiple of 16, P even) each unit block
-// multiplies h_prev rounded to bf16 by its W_hh columns packed once per call in oneDNN's VNNI
-// layout, accumulating in fp32 (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one
-// bf16 at::mm per step. The gate pass is unchanged (fp32). The backward's carry runs in fp32
-// (the fused CPU recurrence) except with a projection, where the per-step loop multiplies in bf16.
-// Measured on a 2-core Xeon with AMX: [6400,512]x[512,2048] 16 ms vs 112 ms in fp32; the
-// per-step [64,512]x[512,2048] through at::mm 0.23 vs 0.57 ms (at::mm re-packs W_hh each step;
-// the per-block packed products took T=100 B=16 H=256 bf16 inference from 0.27x to 0.47x of
-// nn.LSTM). at::mm's products come out rounded to bf16 (nn.LSTM's oneDNN bf16 path keeps them in
-// fp32), an extra relative error of 2^-9 on each pre-activation term; the tests hold the result
-// to the same bf16 error rule as before (within 2x nn.LSTM's own bf16 error).
+// bf16 GEMMs (at::mm -> oneDNN; dgates rounded to bf16). The per-step recurrent product: on CPUs
+// with AMX (and H a multiple of 16, P even) each unit block multiplies h_prev rounded to bf16 by
+// its W_hh columns packed once per call in oneDNN's VNNI layout, accumulating in fp32
+// (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one bf16 at::mm per step. The
+// gate pass computes in fp32; without a projection it reads the bf16 input projection as it is
+// and writes h rounded to bf16 (the next product and the output take nothing else: no widening
+// pass over [N, 4H], no per-step rounding of h, no final rounding of the output). The backward's
+// carry: on AMX with H a multiple of 64, dgates rounded to bf16 (written by the gate backward
+// alongside the fp32 ones, then also the large GEMMs' operand) times W_hh packed in bf16, as
+// oneDNN's bf16 LSTM does; otherwise fp32 (the fused recurrence) or, with a projection, bf16
+// at::mm per step. Measured on a 2-core Xeon with AMX: [6400,512]x[512,2048] 16 ms vs 112 ms in
+// fp32; T=100 B=64 H=512 bf16 inference 50 -> 22 ms with the bf16 gate-pass I/O and pooled
+// memory (nn.LSTM 21), fwd+bwd 136 -> 102 ms with the bf16 carry (nn.LSTM 130). at::mm's
+// products come out rounded to bf16 (nn.LSTM's oneDNN bf16 path keeps them in fp32), an extra
+// relative error of 2^-9 on each pre-activation term; the tests hold the result to the same bf16
+// error rule as before (within 2x nn.LSTM's own bf16 error).
 // FUSED_LSTM_CPU_BF16_GEMM=0 forces the fp32 GEMMs (=1 forces bf16 ones).
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -145,14 +152,16 @@ std::vector<int64_t> block_column_begin(int64_t hidden, int64_t block, int64_t w
 // per step, with the serial work before it and `finish` after it.
 //
 // run_recurrence(num_steps, num_blocks, grain, one_team_allowed, needs_serial, serial, blocks,
-// finish): step k is serial(k) (every step in the per-step mode, only where needs_serial(k) in a
-// team), blocks(k, u_begin, u_end), finish(k) (per-step mode only: pass one_team_allowed=false
-// where it does anything). An exception in any part stops all threads after that step and is
-// rethrown on the calling thread.
-template <typename NeedsSerial, typename Serial, typename Blocks, typename Finish>
+// finish, thread_done): step k is serial(k) (every step in the per-step mode, only where
+// needs_serial(k) in a team), blocks(k, u_begin, u_end), finish(k) (per-step mode only: pass
+// one_team_allowed=false where it does anything). thread_done() runs on each thread after its
+// last blocks() call of the sequence (team) or of the step (per-step mode): releasing AMX state.
+// An exception in any part stops all threads after that step and is rethrown on the calling
+// thread.
+template <typename NeedsSerial, typename Serial, typename Blocks, typename Finish, typename ThreadDone>
 void run_recurrence(int64_t num_steps, int64_t num_blocks, int64_t grain, bool one_team_allowed,
                     const NeedsSerial& needs_serial, const Serial& serial, const Blocks& blocks,
-                    const Finish& finish) {
+                    const Finish& finish, const ThreadDone& thread_done) {
   const int64_t tasks = (num_blocks + grain - 1) / grain;
   const int64_t team = std::min<int64_t>(at::get_num_threads(), tasks);
 #ifdef _OPENMP
@@ -195,6 +204,7 @@ void run_recurrence(int64_t num_steps, int64_t num_blocks, int64_t grain, bool o
         // been recorded yet (it needs this barrier passed), so all threads stop at the same step.
         if (failed_step.load() <= k) break;
       }
+      thread_done();
     }
     if (error) std::rethrow_exception(error);
     return;
@@ -202,7 +212,10 @@ void run_recurrence(int64_t num_steps, int64_t num_blocks, int64_t grain, bool o
 #endif
   for (int64_t k = 0; k < num_steps; ++k) {
     serial(k);
-    at::parallel_for(0, num_blocks, grain, [&](int64_t begin, int64_t end) { blocks(k, begin, end); });
+    at::parallel_for(0, num_blocks, grain, [&](int64_t begin, int64_t end) {
+      blocks(k, begin, end);
+      thread_done();
+    });
     finish(k);
   }
 }
@@ -441,10 +454,6 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                         gates_row, cells_row, H, j0, j0 + units);
         }
       }
-      // Per task in the per-step mode; a team thread holds AMX state until its last step.
-      if (amx_recurrence && (!one_team || k + 1 == static_cast<int64_t>(schedule.size()))) {
-        cpu::BlockedOperandBf16::release_thread_state();
-      }
     };
     auto finish = [&](int64_t k) {
       if (!s.has_proj) return;
@@ -453,7 +462,9 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
       at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
     };
     run_recurrence(static_cast<int64_t>(schedule.size()), num_blocks, block_grain(B, P, block),
-                   one_team, needs_join, serial, blocks, finish);
+                   one_team, needs_join, serial, blocks, finish, [&] {
+                     if (amx_recurrence) cpu::BlockedOperandBf16::release_thread_state();
+                   });
   });
 
   const Tensor output = out.to(dtype).view(per_token_shape(s, P));  // (no copy where out is it)
@@ -502,13 +513,29 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
   const auto acc_type = a.gates.scalar_type();
   // dh_carry: the gradient reaching h of the step being processed (grad_hy to start with).
   Tensor dh_carry = a.grad_hy.defined() ? a.grad_hy.clone() : at::zeros({B, H}, a.gates.options());
+  // bf16 layers with bf16 GEMMs (Note [bfloat16 GEMMs on CPU]) want dgates rounded to bf16 too;
+  // on AMX (H a multiple of the 64-column panel) the carry then multiplies those in bf16 by W_hh
+  // packed once per call, as oneDNN's bf16 LSTM does, instead of fp32 dgates by fp32 W_hh.
+  const bool rounded_out = a.dgates_rounded.defined();  // so acc_type is float
+  const bool amx_carry = rounded_out && H % cpu::BlockedOperandBf16::kPanel == 0 &&
+                         cpu::BlockedOperandBf16::available();
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_backward_recurrence_cpu", [&] {
     const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
-    const int64_t block = unit_block_size(H);
+    const auto backward_cells_bf16_out = cpu::gate_kernels().backward_bf16_out;
+    constexpr int64_t kPanel = cpu::BlockedOperandBf16::kPanel;
+    const int64_t block = amx_carry ? (unit_block_size(H) + kPanel - 1) / kPanel * kPanel : unit_block_size(H);
     const int64_t num_blocks = (H + block - 1) / block;
-    // B = W_hh, [4H, H]: block u's carry columns are its units' columns, read in place.
-    const Tensor w_hh = a.weight_hh.to(acc_type).contiguous();
-    const cpu::BlockedOperand<scalar_t> w_blocks(w_hh, block_column_begin(H, block, 1), B);
+    // B = W_hh, [4H, H]: block u's carry columns are its units' columns, read in place (fp32,
+    // fp64) or packed in bf16 (amx_carry).
+    std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
+    std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
+    const Tensor w_hh = amx_carry ? a.weight_hh : a.weight_hh.to(acc_type).contiguous();
+    if (amx_carry) {
+      w_blocks_bf16.emplace(w_hh, block_column_begin(H, block, 1));
+    } else {
+      w_blocks.emplace(w_hh, block_column_begin(H, block, 1), B);
+    }
+    c10::BFloat16* rounded_p = rounded_out ? a.dgates_rounded.data_ptr<c10::BFloat16>() : nullptr;
     const scalar_t* grad_output_p = a.grad_output.defined() ? a.grad_output.data_ptr<scalar_t>() : nullptr;
     const scalar_t* gates_p = a.gates.data_ptr<scalar_t>();
     const scalar_t* cells_p = a.cells.data_ptr<scalar_t>();
@@ -527,8 +554,11 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
       for (int64_t u = u_begin; u < u_end; ++u) {
         const int64_t j0 = u * block, units = std::min(block, H - j0);
         prefetch_gate_rows(gates_p + step.row_offset * 4 * H + j0, step.rows, 4 * H, H, units);
-        if (later != nullptr) {
-          w_blocks.multiply(u, carry_rows, dgates_p + later->row_offset * 4 * H, 4 * H, dh_p + j0, H);
+        if (later != nullptr && amx_carry) {  // float layers only: scalar_t is float here
+          w_blocks_bf16->multiply(u, carry_rows, rounded_p + later->row_offset * 4 * H, 4 * H,
+                                  reinterpret_cast<float*>(dh_p + j0), H);
+        } else if (later != nullptr) {
+          w_blocks->multiply(u, carry_rows, dgates_p + later->row_offset * 4 * H, 4 * H, dh_p + j0, H);
         }
         for (int64_t b = 0; b < step.rows; ++b) {
           const int64_t row = step.row_offset + b;
@@ -539,13 +569,23 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
           // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
           const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
                                                       : cx_p + b * H;
-          backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_row, dc_p + b * H,
-                         dgates_p + row * 4 * H, H, j0, j0 + units);
+          if (rounded_out) {  // float layers only: scalar_t is float here
+            backward_cells_bf16_out(
+                reinterpret_cast<const float*>(gates_p + row * 4 * H),
+                reinterpret_cast<const float*>(cells_p + row * H), reinterpret_cast<const float*>(c_prev),
+                reinterpret_cast<const float*>(dh_row), reinterpret_cast<float*>(dc_p + b * H),
+                reinterpret_cast<float*>(dgates_p + row * 4 * H), rounded_p + row * 4 * H, H, j0, j0 + units);
+          } else {
+            backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_row, dc_p + b * H,
+                           dgates_p + row * 4 * H, H, j0, j0 + units);
+          }
         }
       }
     };
     run_recurrence(num_steps, num_blocks, block_grain(B, 4 * H, block), /*one_team_allowed=*/true,
-                   [](int64_t) { return false; }, [](int64_t) {}, blocks, [](int64_t) {});
+                   [](int64_t) { return false; }, [](int64_t) {}, blocks, [](int64_t) {}, [&] {
+                     if (amx_carry) cpu::BlockedOperandBf16::release_thread_state();
+                   });
   });
   return true;
 }
