@@ -18,14 +18,39 @@ namespace CPU_CAPABILITY {  // DEFAULT, AVX2 or AVX512: one set of symbols per b
 // inference, against 3% for all three sigmoids' exps); the absolute error stays within a few
 // float ulps of 1 (relative error grows only where |tanh x| is itself below ~1e-4). Saturates to
 // +-1 and propagates NaN. double keeps Sleef's tanh (gradcheck runs in double).
-// exp for the gate passes. float: ATen's exp_u20 (a degree-5 polynomial after range reduction,
-// inlined; within 20 ulp, ~2.4e-6 relative) instead of Sleef's 1-ulp expf, which was a third of
-// the gate pass; exp_u20 clamps its argument, so NaN is put back. double: Sleef's exp.
+// exp for the gate passes, float. On AVX-512: n = round(x log2 e), r = x - n ln 2 in two parts
+// (Cody-Waite), e^r by a degree-5 polynomial (Chebyshev fit on [-ln2/2, ln2/2]: 1.0e-7 relative),
+// and 2^n applied by vscalefps, which also gives inf / 0 for out-of-range n: ~12 instructions
+// against Sleef expf's call, and a third less gate-pass time than ATen's exp_u20 (measured
+// 2.0 -> 1.34 ns per cell of the fp32 forward pass, one thread). Within 2.3e-7 relative of exp
+// on [-87, 88]; x is clamped to +-88.8 first (so +-inf give inf / ~0, not inf - inf) with NaN kept
+// (min/max return their second operand when one is NaN). Elsewhere ATen's exp_u20 (within 20
+// ulp) with NaN put back, which it clamps away.
+inline at::vec::Vectorized<float> gate_exp_float(at::vec::Vectorized<float> x) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m512 clamped = _mm512_max_ps(_mm512_set1_ps(-88.8f), _mm512_min_ps(_mm512_set1_ps(88.8f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), clamped);  // ln 2, high part
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);           // ln 2, low part
+  __m512 p = _mm512_set1_ps(0.008369148708879948f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.041917506605386734f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16666504740715027f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.49998870491981506f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0000001192092896f));
+  return _mm512_scalef_ps(p, n);
+#else
+  using Vec = at::vec::Vectorized<float>;
+  return Vec::blendv(x.exp_u20(), x, x.isnan());
+#endif
+}
+
+// double: Sleef's exp (gradcheck runs in double).
 template <typename acc_t>
 inline at::vec::Vectorized<acc_t> gate_exp(at::vec::Vectorized<acc_t> x) {
-  using Vec = at::vec::Vectorized<acc_t>;
   if constexpr (std::is_same_v<acc_t, float>) {
-    return Vec::blendv(x.exp_u20(), x, x.isnan());
+    return gate_exp_float(x);
   } else {
     return x.exp();
   }
