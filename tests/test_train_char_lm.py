@@ -33,9 +33,11 @@ IMPL_RTOL = 1e-4
 # GEMM by batch rows (oneDNN brgemm below 8 rows, MKL's packed SGEMM from 8) and its unit blocks
 # by thread count (Note [Recurrent GEMMs on CPU]), so the products round differently. Measured
 # when it was only the summation order: weights 4e-7 apart; with the kernels differing too,
-# weights up to 4e-5 relative (one element of 2048) after the 30 steps. A wrong averaging of the
-# gradients (e.g. a sum instead of a mean) moves them by far more.
+# weights up to 4e-5 relative (one element of 2048) after the 30 steps, and (with the AVX-512
+# gate pass's polynomial exp) one element 7.5e-6 = 1.2e-4 relative apart: AdamW's normalised
+# updates amplify the rounding of a gradient near zero. The weights themselves are ~0.06.
 DDP_RTOL = 1e-4
+DDP_ATOL = 2e-5
 
 
 def load_script():
@@ -124,7 +126,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
     wa = torch.load(a["checkpoint"])["model"]
     wb = torch.load(b["checkpoint"])["model"]
     for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=DDP_RTOL, atol=1e-6)
+        torch.testing.assert_close(wb[k], wa[k], rtol=DDP_RTOL, atol=DDP_ATOL)
 
 
 def test_bf16_autocast_and_argument_errors(tmp_path, capsys):
