@@ -97,22 +97,29 @@ int64_t block_grain(int64_t rows, int64_t depth, int64_t block) {
   return std::max<int64_t>(1, kMinWorkPerTask / std::max<int64_t>(1, work));
 }
 
-// The forward operand, [K, 4H] (into `out`): W_hhᵀ with its columns reordered (block, gate, unit), so that a
-// block's product [rows, 4 * units] holds all four gates of its units (what the gate pass reads,
-// with gate stride `units`). One tiled pass: a transposing copy through ATen costs 0.8 ms at
-// H=512, a large part of a short layer's time.
-template <typename scalar_t>
-void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out) {
-  const Tensor w = w_hh.contiguous();
-  const int64_t K = w.size(1), n = 4 * hidden;
-  std::vector<int64_t> source_row;  // row of W_hh behind each output column
-  source_row.reserve(n);
+// Row of W_hh behind each column of the forward operand: the columns in (block, gate, unit)
+// order, so that a block's product [rows, 4 * units] holds all four gates of its units (what the
+// gate pass reads, with gate stride `units`).
+std::vector<int64_t> forward_source_rows(int64_t hidden, int64_t block) {
+  std::vector<int64_t> source_row;
+  source_row.reserve(4 * hidden);
   for (int64_t j0 = 0; j0 < hidden; j0 += block) {
     const int64_t units = std::min(block, hidden - j0);
     for (int64_t gate = 0; gate < 4; ++gate) {
       for (int64_t j = j0; j < j0 + units; ++j) source_row.push_back(gate * hidden + j);
     }
   }
+  return source_row;
+}
+
+// The forward operand as `out` [K, 4H]: W_hhᵀ with its columns reordered
+// (forward_source_rows). One tiled pass: a transposing copy through ATen costs 0.8 ms at H=512,
+// a large part of a short layer's time.
+template <typename scalar_t>
+void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out) {
+  const Tensor w = w_hh.contiguous();
+  const int64_t K = w.size(1), n = 4 * hidden;
+  const std::vector<int64_t> source_row = forward_source_rows(hidden, block);
   TORCH_INTERNAL_ASSERT(out.is_contiguous() && out.size(0) == K && out.size(1) == n);
   const scalar_t* src = w.const_data_ptr<scalar_t>();
   scalar_t* dst = out.data_ptr<scalar_t>();
@@ -129,6 +136,22 @@ void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, c
         }
       }
     }
+  });
+}
+
+// The same operand for MKL's packed path, which packs a transposed B itself: only W_hh's rows
+// reordered into `out_rows` [4H, K] (whole rows copied, no transpose); the operand is
+// out_rows.t(). Measured T=64 B=16 H=768: the tiled transpose took ~2 ms a call.
+template <typename scalar_t>
+void forward_blocked_rows(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out_rows) {
+  const Tensor w = w_hh.contiguous();
+  const int64_t K = w.size(1), n = 4 * hidden;
+  const std::vector<int64_t> source_row = forward_source_rows(hidden, block);
+  TORCH_INTERNAL_ASSERT(out_rows.is_contiguous() && out_rows.size(0) == n && out_rows.size(1) == K);
+  const scalar_t* src = w.const_data_ptr<scalar_t>();
+  scalar_t* dst = out_rows.data_ptr<scalar_t>();
+  at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) std::memcpy(dst + r * K, src + source_row[r] * K, K * sizeof(scalar_t));
   });
 }
 
@@ -347,9 +370,18 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     const auto forward_cells_bf16_io = cpu::gate_kernels().forward_bf16_io;
     const int64_t block = unit_block_size(H);
     const int64_t num_blocks = (H + block - 1) / block;
-    // [K, 4H]: W_hhᵀ with its columns in (block, gate, unit) order (forward_blocked_weight).
-    const Tensor w_hh_blocked = whole_product ? Tensor() : cpu::scratch_empty({P, 4 * H}, acc_type);
-    if (!whole_product) forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block, w_hh_blocked);
+    // [K, 4H]: W_hhᵀ with its columns in (block, gate, unit) order: a transposed copy
+    // (forward_blocked_weight), or for MKL's packed path, which transposes while packing, a
+    // transposed view of W_hh's rows reordered (forward_blocked_rows).
+    Tensor w_hh_blocked;
+    if (!whole_product && !amx_recurrence && cpu::BlockedOperand<scalar_t>::packs_with_mkl(B, P)) {
+      const Tensor rows = cpu::scratch_empty({4 * H, P}, acc_type);
+      forward_blocked_rows<scalar_t>(weight_hh.to(acc_type), H, block, rows);
+      w_hh_blocked = rows.t();
+    } else if (!whole_product) {
+      w_hh_blocked = cpu::scratch_empty({P, 4 * H}, acc_type);
+      forward_blocked_weight<scalar_t>(weight_hh.to(acc_type), H, block, w_hh_blocked);
+    }
     std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
     std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
     if (amx_recurrence) {

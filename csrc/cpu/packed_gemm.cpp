@@ -20,7 +20,7 @@ namespace {
 
 // MKL's CBLAS enumerators and LP64 integer (mkl_cblas.h), declared here rather than included:
 // the extension has no MKL headers and only uses what the running libtorch exports.
-constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151, kBMatrix = 162;
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 using mkl_int = int;
 using PackGetSizeFn = size_t (*)(int identifier, mkl_int m, mkl_int n, mkl_int k);
 using PackFn = void (*)(int layout, int identifier, int trans, mkl_int m, mkl_int n, mkl_int k,
@@ -95,14 +95,25 @@ std::string recurrent_gemm_kernels() {
 }
 
 template <typename scalar_t>
+bool BlockedOperand<scalar_t>::packs_with_mkl(int64_t max_rows, int64_t k) {
+  return std::is_same_v<scalar_t, float> && mkl_packed_sgemm().available() &&
+         max_rows >= kMklPackedMinRows && k > 0;
+}
+
+template <typename scalar_t>
 BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin,
                                          int64_t max_rows)
-    : b_(b), k_(b.size(0)), ld_(b.stride(0)), column_begin_(std::move(column_begin)) {
-  TORCH_INTERNAL_ASSERT(b.dim() == 2 && b.stride(1) == 1 && column_begin_.size() >= 1 &&
+    : b_(b), k_(b.size(0)), column_begin_(std::move(column_begin)) {
+  const bool transposed = b.dim() == 2 && b.stride(1) != 1;  // unit stride along k
+  ld_ = transposed ? b.stride(1) : b.stride(0);
+  TORCH_INTERNAL_ASSERT(b.dim() == 2 && (b.stride(1) == 1 || b.stride(0) == 1) &&
+                        column_begin_.size() >= 1 &&
                         b.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value);
+  TORCH_INTERNAL_ASSERT(!transposed || packs_with_mkl(max_rows, k_),
+                        "a transposed operand needs MKL's packed path");
   if constexpr (std::is_same_v<scalar_t, float>) {
     const auto& mkl = mkl_packed_sgemm();
-    if (!mkl.available() || max_rows < kMklPackedMinRows || k_ == 0) return;
+    if (!packs_with_mkl(max_rows, k_)) return;
     // One allocation for all blocks; each block's buffer starts 64-byte aligned.
     constexpr int64_t kAlign = 64;
     std::vector<int64_t> offsets;
@@ -122,8 +133,11 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
     for (int64_t u = 0; u < num_blocks(); ++u) {
       float* dest = reinterpret_cast<float*>(aligned + offsets[u]);
       const int64_t n = column_begin_[u + 1] - column_begin_[u];
-      mkl.pack(kRowMajor, kBMatrix, kNoTrans, as_mkl_int(max_rows), as_mkl_int(n), as_mkl_int(k_),
-               1.0f, b.const_data_ptr<float>() + column_begin_[u], as_mkl_int(ld_), dest);
+      // Row-major B: column c at element c; transposed (B's columns are rows of length k): at
+      // element c * ld.
+      const float* source = b.const_data_ptr<float>() + column_begin_[u] * (transposed ? ld_ : 1);
+      mkl.pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, as_mkl_int(max_rows),
+               as_mkl_int(n), as_mkl_int(k_), 1.0f, source, as_mkl_int(ld_), dest);
       packed_.push_back(dest);
     }
   }

@@ -35,10 +35,14 @@ namespace cpu {
 template <typename scalar_t>
 class BlockedOperand {
  public:
-  // b: [k, n_total], unit row stride (b.stride(1) == 1); block u is columns
+  // b: [k, n_total], unit row stride (b.stride(1) == 1), or -- only where packs_with_mkl(max_rows,
+  // k) -- unit column stride (a transposed view: MKL packs it transposed); block u is columns
   // [column_begin[u], column_begin[u + 1]). Products A[m, k] · B_u follow, with m <= max_rows.
   // b must outlive this object (the unpacked paths read it in place).
   BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows);
+
+  // Whether products of up to max_rows rows by a depth-k operand go through MKL's packed SGEMM.
+  static bool packs_with_mkl(int64_t max_rows, int64_t k);
   BlockedOperand(const BlockedOperand&) = delete;
   BlockedOperand& operator=(const BlockedOperand&) = delete;
 
