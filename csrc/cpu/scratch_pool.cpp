@@ -37,10 +37,14 @@ class ScratchPool {
   Block acquire(int64_t bytes) {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
-      // The smallest idle block that is large enough.
+      // The smallest idle block that is large enough, and not more than twice the size (a
+      // small request would otherwise hold a large block that the next large request misses).
       auto best = idle_.end();
       for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-        if (it->bytes >= bytes && (best == idle_.end() || it->bytes < best->bytes)) best = it;
+        if (it->bytes >= bytes && it->bytes <= 2 * bytes &&
+            (best == idle_.end() || it->bytes < best->bytes)) {
+          best = it;
+        }
       }
       if (best != idle_.end()) {
         const Block block = *best;
