@@ -93,8 +93,8 @@ CHECK = textwrap.dedent("""
         check_bf16(11, 128, threads, lengths=lengths)           # AMX carry in the backward
         check_bf16(5, 32, threads, proj=8)                      # AMX products of float h
         for dtype in (torch.float32, torch.float64):
-            check(1, 20, dtype, threads)                       # block 16, partial block of 4
-            check(3, 130, dtype, threads, layers=2)            # block 32, partial block of 2
+            check(1, 20, dtype, threads)                       # too small to split: one block
+            check(3, 130, dtype, threads, layers=2)            # 2 threads: block 32, partial block of 2
             check(40, 70, dtype, threads, proj=9)              # 40 rows: MKL's path when present
             check(36, 512, dtype, threads, bidirectional=False)  # block 64, eight full blocks
             lengths = torch.randint(1, 10, (37,))
