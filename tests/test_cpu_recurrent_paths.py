@@ -7,8 +7,9 @@ whose H is a multiple of 16) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no MKL), read onc
 each environment runs in a subprocess of its own. The shapes
 cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
 shrink and (reverse direction) grow, projections, two layers, sequences too short to prepare the
-weights for (fewer than 4 steps), and one and two threads; and calls reusing pooled scratch memory
-(Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls without the pool.
+weights for (fewer than 4 steps), and one and two threads; calls reusing pooled scratch memory
+(Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls without the pool;
+and the prepared-weight cache seeing every kind of weight update.
 """
 import os
 import subprocess
@@ -101,6 +102,27 @@ CHECK = textwrap.dedent("""
             lengths[0] = 9
             check(37, 33, dtype, threads, lengths=lengths)     # packed: steps shrink / grow
             check(12, 40, dtype, threads, T=3)                 # < 4 steps: at::mm per step
+
+    # Prepared weight cache (Note [Prepared weight cache]): the transposed W_hh operand (batches
+    # below 8 rows) is reused only while the weight's bytes are unchanged -- whichever way they
+    # change: through .data (no version bump), an in-place update, load_state_dict.
+    torch.manual_seed(2)
+    m = fused_lstm.LSTM(16, 48)
+    ref = nn.LSTM(16, 48)
+    x = torch.randn(7, 2, 16)
+    def same_as_nn():
+        ref.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            a, b = m(x)[0], ref(x)[0]
+        assert (a - b).abs().max().item() < 1e-5, (a - b).abs().max().item()
+    same_as_nn()
+    m.weight_hh_l0.data.mul_(0.5)
+    same_as_nn()
+    with torch.no_grad():
+        m.weight_hh_l0.add_(0.01)
+    same_as_nn()
+    m.load_state_dict(nn.LSTM(16, 48).state_dict())
+    same_as_nn()
 
     # Scratch memory (Note [CPU scratch memory]): a call reusing a larger call's buffers, and then
     # the larger call again, give what they gave on fresh memory.
