@@ -164,12 +164,12 @@ void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, c
 // weight, and reused when the weight's bytes are unchanged -- compared in full against a copy
 // taken when it was prepared (a read of twice the weight, against a transposing gather), so an
 // update through `.data`, an optimizer step or a load_state_dict that the version counter may
-// not show is always seen. At most kCachedOperands entries (least recently used evicted) and
-// kCachedBytes bytes (operand plus copy) each.
+// not show is always seen. At most kCachedOperands entries and kCachedBytes bytes (operands plus
+// copies) in all, least recently used evicted first.
 class ForwardOperandCache {
  public:
   static constexpr size_t kCachedOperands = 8;
-  static constexpr int64_t kCachedBytes = int64_t{32} << 20;
+  static constexpr int64_t kCachedBytes = int64_t{64} << 20;
 
   // The [K, 4H] operand of forward_blocked_weight for w_hh, in dtype `acc_type`.
   Tensor get(const Tensor& w_hh, int64_t hidden, int64_t block, at::ScalarType acc_type) {
@@ -185,6 +185,7 @@ class ForwardOperandCache {
           entries_.splice(entries_.begin(), entries_, it);  // most recently used first
           return operand;
         }
+        cached_bytes_ -= it->bytes;
         entries_.erase(it);  // the weight changed: prepare again below
         break;
       }
@@ -193,10 +194,15 @@ class ForwardOperandCache {
     AT_DISPATCH_FLOATING_TYPES(acc_type, "forward_operand_cache", [&] {
       forward_blocked_weight<scalar_t>(w.to(acc_type), hidden, block, operand);
     });
-    if (bytes + operand.numel() * static_cast<int64_t>(operand.element_size()) <= kCachedBytes) {
+    const int64_t entry_bytes = bytes + operand.numel() * static_cast<int64_t>(operand.element_size());
+    if (entry_bytes <= kCachedBytes) {
       const std::lock_guard<std::mutex> lock(mutex_);
-      entries_.push_front({key, w.clone(), operand});
-      if (entries_.size() > kCachedOperands) entries_.pop_back();
+      entries_.push_front({key, w.clone(), operand, entry_bytes});
+      cached_bytes_ += entry_bytes;
+      while (entries_.size() > kCachedOperands || cached_bytes_ > kCachedBytes) {
+        cached_bytes_ -= entries_.back().bytes;
+        entries_.pop_back();
+      }
     }
     return operand;
   }
@@ -215,9 +221,11 @@ class ForwardOperandCache {
     Key key;
     Tensor source;   // the weight's bytes when the operand was prepared
     Tensor operand;  // never written after it is cached
+    int64_t bytes;   // of both
   };
   std::mutex mutex_;
   std::list<Entry> entries_;
+  int64_t cached_bytes_ = 0;
 };
 
 ForwardOperandCache& forward_operand_cache() {
