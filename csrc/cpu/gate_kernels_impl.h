@@ -13,11 +13,6 @@ namespace fused_lstm {
 namespace cpu {
 namespace CPU_CAPABILITY {  // DEFAULT, AVX2 or AVX512: one set of symbols per build
 
-// tanh for the gate passes. float: 2 / (1 + exp(-2x)) - 1, one exp and one division like the
-// sigmoids -- Sleef's tanhf was the gate pass's most expensive call (11% of T=100 B=16 H=128
-// inference, against 3% for all three sigmoids' exps); the absolute error stays within a few
-// float ulps of 1 (relative error grows only where |tanh x| is itself below ~1e-4). Saturates to
-// +-1 and propagates NaN. double keeps Sleef's tanh (gradcheck runs in double).
 // exp for the gate passes, float. On AVX-512: n = round(x log2 e), r = x - n ln 2 in two parts
 // (Cody-Waite), e^r by a degree-5 polynomial (Chebyshev fit on [-ln2/2, ln2/2]: 1.0e-7 relative),
 // and 2^n applied by vscalefps, which also gives inf / 0 for out-of-range n: ~12 instructions
@@ -56,6 +51,7 @@ inline at::vec::Vectorized<acc_t> gate_exp(at::vec::Vectorized<acc_t> x) {
   }
 }
 
+// 1 / (1 + exp(-x)).
 template <typename acc_t>
 inline at::vec::Vectorized<acc_t> gate_sigmoid(at::vec::Vectorized<acc_t> x) {
   using Vec = at::vec::Vectorized<acc_t>;
@@ -63,6 +59,11 @@ inline at::vec::Vectorized<acc_t> gate_sigmoid(at::vec::Vectorized<acc_t> x) {
   return one / (one + gate_exp<acc_t>(x.neg()));
 }
 
+// tanh for the gate passes. float: 2 / (1 + exp(-2x)) - 1, one exp and one division like the
+// sigmoids -- Sleef's tanhf was the gate pass's most expensive call (11% of T=100 B=16 H=128
+// inference, against 3% for all three sigmoids' exps); the absolute error stays within a few
+// float ulps of 1 (relative error grows only where |tanh x| is itself below ~1e-4). Saturates to
+// +-1 and propagates NaN. double keeps Sleef's tanh (gradcheck runs in double).
 template <typename acc_t>
 inline at::vec::Vectorized<acc_t> gate_tanh(at::vec::Vectorized<acc_t> x) {
   using Vec = at::vec::Vectorized<acc_t>;
