@@ -156,6 +156,22 @@ void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, c
   });
 }
 
+// The same operand for MKL's packed path, which packs a transposed B itself: only W_hh's rows
+// reordered into `out_rows` [4H, K] (whole rows copied, no transpose); the operand is
+// out_rows.t(). Measured T=64 B=16 H=768: the tiled transpose took ~2 ms a call.
+template <typename scalar_t>
+void forward_blocked_rows(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out_rows) {
+  const Tensor w = w_hh.contiguous();
+  const int64_t K = w.size(1), n = 4 * hidden;
+  const std::vector<int64_t> source_row = forward_source_rows(hidden, block);
+  TORCH_INTERNAL_ASSERT(out_rows.is_contiguous() && out_rows.size(0) == n && out_rows.size(1) == K);
+  const scalar_t* src = w.const_data_ptr<scalar_t>();
+  scalar_t* dst = out_rows.data_ptr<scalar_t>();
+  at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) std::memcpy(dst + r * K, src + source_row[r] * K, K * sizeof(scalar_t));
+  });
+}
+
 // Note [Prepared weight cache]
 // Layers run with the same weights call after call (inference above all), and preparing the
 // transposed operand is a fixed cost per call that matters for short sequences and small
@@ -231,22 +247,6 @@ class ForwardOperandCache {
 ForwardOperandCache& forward_operand_cache() {
   static auto* cache = new ForwardOperandCache();  // never destroyed: outlives static destructors
   return *cache;
-}
-
-// The same operand for MKL's packed path, which packs a transposed B itself: only W_hh's rows
-// reordered into `out_rows` [4H, K] (whole rows copied, no transpose); the operand is
-// out_rows.t(). Measured T=64 B=16 H=768: the tiled transpose took ~2 ms a call.
-template <typename scalar_t>
-void forward_blocked_rows(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out_rows) {
-  const Tensor w = w_hh.contiguous();
-  const int64_t K = w.size(1), n = 4 * hidden;
-  const std::vector<int64_t> source_row = forward_source_rows(hidden, block);
-  TORCH_INTERNAL_ASSERT(out_rows.is_contiguous() && out_rows.size(0) == n && out_rows.size(1) == K);
-  const scalar_t* src = w.const_data_ptr<scalar_t>();
-  scalar_t* dst = out_rows.data_ptr<scalar_t>();
-  at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(K, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) std::memcpy(dst + r * K, src + source_row[r] * K, K * sizeof(scalar_t));
-  });
 }
 
 // Block u's columns: [begin[u], begin[u + 1]) with width_per_unit columns for each unit.
