@@ -180,8 +180,8 @@ void forward_blocked_rows(const Tensor& w_hh, int64_t hidden, int64_t block, con
 // cached) is kept per weight, and reused when the weight's bytes are unchanged -- compared in
 // full against a copy taken when it was prepared (a read of twice the weight, against a
 // transposing gather), so an update through `.data`, an optimizer step or a load_state_dict that
-// the version counter may not show is always seen. At most kCachedOperands entries and kCachedBytes bytes (operands plus
-// copies) in all, least recently used evicted first.
+// the version counter may not show is always seen. At most kCachedOperands entries and
+// kCachedBytes bytes (operands plus copies) in all, least recently used evicted first.
 class ForwardOperandCache {
  public:
   static constexpr size_t kCachedOperands = 8;
