@@ -490,6 +490,15 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     scalar_t* rec_p = rec.data_ptr<scalar_t>();
     const scalar_t* bias_p = bias.data_ptr<scalar_t>();
     scalar_t* c_p = c_state.data_ptr<scalar_t>();
+    // The per-token buffers' base pointers, looked up once (the per-step work indexes them):
+    // pre and out in bf16 for bf16_io layers, in scalar_t otherwise.
+    const scalar_t* pre_p = bf16_io ? nullptr : pre.const_data_ptr<scalar_t>();
+    const c10::BFloat16* pre_bf16_p = bf16_io ? pre.const_data_ptr<c10::BFloat16>() : nullptr;
+    scalar_t* out_p = bf16_io ? nullptr : out.data_ptr<scalar_t>();
+    c10::BFloat16* out_bf16_p = bf16_io ? out.data_ptr<c10::BFloat16>() : nullptr;
+    scalar_t* h_unprojected_p = s.has_proj ? h_unprojected.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gates_base = save_workspace ? gates.data_ptr<scalar_t>() : nullptr;
+    scalar_t* cells_base = save_workspace ? cells.data_ptr<scalar_t>() : nullptr;
     // Per step (Note [One thread team per sequence]): `serial` finds h_prev (joining rows where a
     // reverse packed step starts new sequences), runs the whole product or rounds h_prev to bf16
     // where those are used; `blocks` runs unit blocks' products and gate passes; `finish`
@@ -536,14 +545,14 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
         }
       }
       const int64_t pre_offset = step.row_offset * 4 * H;
-      scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() + pre_offset : nullptr;
-      scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() + step.row_offset * H : nullptr;
+      scalar_t* gates_p = save_workspace ? gates_base + pre_offset : nullptr;
+      scalar_t* cells_p = save_workspace ? cells_base + step.row_offset * H : nullptr;
       for (int64_t u = u_begin; u < u_end; ++u) {
         const int64_t j0 = u * block, units = std::min(block, H - j0);
         if (bf16_io) {
-          prefetch_gate_rows(pre.const_data_ptr<c10::BFloat16>() + pre_offset + j0, rows, 4 * H, H, units);
+          prefetch_gate_rows(pre_bf16_p + pre_offset + j0, rows, 4 * H, H, units);
         } else {
-          prefetch_gate_rows(pre.const_data_ptr<scalar_t>() + pre_offset + j0, rows, 4 * H, H, units);
+          prefetch_gate_rows(pre_p + pre_offset + j0, rows, 4 * H, H, units);
         }
         // Gate g of unit j0 + jj of row b at rec_u[b * row_stride + g * gate_stride + jj].
         const scalar_t* rec_u;
@@ -563,18 +572,17 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
           scalar_t* gates_row = gates_p ? gates_p + b * 4 * H : nullptr;
           scalar_t* cells_row = cells_p ? cells_p + b * H : nullptr;
           if (bf16_io) {  // bf16 layers only, so scalar_t is float here
-            forward_cells_bf16_io(pre.const_data_ptr<c10::BFloat16>() + pre_offset + b * 4 * H,
+            forward_cells_bf16_io(pre_bf16_p + pre_offset + b * 4 * H,
                                   reinterpret_cast<const float*>(rec_u + b * row_stride), gate_stride,
                                   reinterpret_cast<const float*>(bias_p),
                                   reinterpret_cast<float*>(c_p + b * H),
-                                  out.data_ptr<c10::BFloat16>() + (step.row_offset + b) * P,
+                                  out_bf16_p + (step.row_offset + b) * P,
                                   reinterpret_cast<float*>(gates_row),
                                   reinterpret_cast<float*>(cells_row), H, j0, j0 + units);
             continue;
           }
-          scalar_t* h_row = s.has_proj ? h_unprojected.data_ptr<scalar_t>() + b * H
-                                       : out.data_ptr<scalar_t>() + (step.row_offset + b) * P;
-          forward_cells(pre.const_data_ptr<scalar_t>() + pre_offset + b * 4 * H,
+          scalar_t* h_row = s.has_proj ? h_unprojected_p + b * H : out_p + (step.row_offset + b) * P;
+          forward_cells(pre_p + pre_offset + b * 4 * H,
                         rec_u + b * row_stride, gate_stride, bias_p, c_p + b * H, h_row,
                         gates_row, cells_row, H, j0, j0 + units);
         }
