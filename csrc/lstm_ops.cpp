@@ -17,6 +17,7 @@
 
 #include "cpu/gate_kernels.h"
 #include "cpu/packed_gemm.h"
+#include "cuda_variants.h"
 
 #ifndef FUSED_LSTM_BUILD_REASON
 #define FUSED_LSTM_BUILD_REASON "unknown"
@@ -55,6 +56,57 @@ pybind11::dict build_info() {
   return info;
 }
 
+pybind11::list cuda_kernel_variants() {
+  pybind11::list variants;
+  for (const auto& info : fused_lstm::cuda::variant_table()) {
+    pybind11::dict entry;
+    entry["name"] = info.name;
+    entry["description"] = info.description;
+    entry["verified"] = info.verified_at != nullptr;
+    entry["verified_at"] = info.verified_at != nullptr ? pybind11::object(pybind11::str(info.verified_at))
+                                                       : pybind11::object(pybind11::none());
+    entry["verified_on"] = info.verified_on;
+    entry["changed_since"] = info.changed_since;
+    variants.append(entry);
+  }
+  return variants;
+}
+
+// The selection for a hypothetical call, with the environment as it is now (tests enumerate it
+// without a GPU).
+pybind11::dict cuda_kernel_selection(const std::string& dtype, int sm_major, int64_t batch, bool has_proj,
+                                     bool allow_tf32) {
+  using fused_lstm::cuda::DType;
+  DType kind;
+  if (dtype == "float16") {
+    kind = DType::kHalf;
+  } else if (dtype == "bfloat16") {
+    kind = DType::kBFloat16;
+  } else if (dtype == "float32") {
+    kind = DType::kFloat;
+  } else if (dtype == "float64") {
+    kind = DType::kDouble;
+  } else {
+    TORCH_CHECK_VALUE(false, "cuda_kernel_selection: dtype must be float16, bfloat16, float32 or float64, got '",
+                      dtype, "'");
+  }
+  const auto selection = fused_lstm::cuda::select_variants(
+      fused_lstm::cuda::selection_inputs(kind, sm_major, batch, has_proj, allow_tf32));
+  const auto names = [](const std::vector<fused_lstm::cuda::Variant>& variants) {
+    pybind11::list out;
+    for (auto v : variants) out.append(fused_lstm::cuda::variant_info(v).name);
+    return out;
+  };
+  pybind11::dict out;
+  out["forward"] = names(selection.forward);
+  out["backward"] = names(selection.backward);
+  out["tensor_cores"] = selection.tensor_cores;
+  out["split_tf32"] = selection.split_tf32;
+  out["mma_k_split"] = selection.mma_k_split;
+  out["refused"] = selection.refused;
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -64,6 +116,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       "cpu_instruction_set", [] { return std::string(fused_lstm::cpu::gate_kernels().instruction_set); },
       "Which build of the CPU gate passes runs here: default, avx2 or avx512 (ATEN_CPU_CAPABILITY "
       "overrides it, as for ATen's own kernels).");
+  module.def("cuda_kernel_variants", &cuda_kernel_variants,
+             "Every CUDA kernel variant, with the commit at which it last passed the GPU check (Note "
+             "[Verified CUDA kernel variants]).");
+  module.def("cuda_kernel_selection", &cuda_kernel_selection,
+             "The CUDA kernel variants a layer would run: (dtype, sm_major, batch, has_proj, allow_tf32).");
   module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,
              "Which kernels serve the CPU per-step recurrent products here (Note [Recurrent GEMMs "
              "on CPU]).");

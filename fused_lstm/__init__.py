@@ -15,8 +15,8 @@ from .convert import convert, revert
 from .modules import LSTM
 from .reference import lstm_layer_reference
 
-__all__ = ["LSTM", "LSTMCell", "LSTMLayerFunction", "build_info", "convert", "lstm_layer",
-           "lstm_layer_reference", "revert"]
+__all__ = ["LSTM", "LSTMCell", "LSTMLayerFunction", "build_info", "convert", "cuda_kernel_variants",
+           "lstm_layer", "lstm_layer_reference", "revert"]
 __version__ = "0.1.0"
 
 
@@ -28,4 +28,13 @@ def build_info() -> dict:
     info["cuda_version"] = torch.version.cuda
     info["cpu_instruction_set"] = _C.cpu_instruction_set()
     info["cpu_recurrent_gemms"] = _C.cpu_recurrent_gemms()
+    info["cuda_verified_variants"] = [v["name"] for v in _C.cuda_kernel_variants() if v["verified"]]
     return info
+
+
+def cuda_kernel_variants() -> list:
+    """Every CUDA kernel variant: name, description, whether it has passed the GPU check (CUDA
+    tests and compute-sanitizer) and at which commit, on which GPU, and what changed in its source
+    since. By default only verified variants run; ``FUSED_LSTM_CUDA_UNVERIFIED=name[,name...]`` (or
+    ``all``) allows others."""
+    return [dict(v) for v in _C.cuda_kernel_variants()]

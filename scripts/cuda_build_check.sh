@@ -6,8 +6,7 @@
 #   bash scripts/cuda_build_check.sh            (CUDA_CHECK_TESTS=1 also runs the CPU tests
 #                                                against that build, with torch 2.11)
 #
-# Uses the workplace's ../shared/tools/cuda-build-check when it is there (relative to the repo
-# root); otherwise does the same steps itself. Exits 0 with a message when there is no nvcc.
+# Exits 0 with a message when there is no nvcc.
 # Env: CUDA_HOME, CUDA_CHECK_TORCH (2.11.0), CUDA_CHECK_VENV, CUDA_CHECK_PACKAGE (fused_lstm),
 #      TORCH_CUDA_ARCH_LIST (9.0), CUDA_CHECK_TESTS=1, KEEP_LOG=1, MAX_JOBS (2).
 set -euo pipefail
@@ -32,9 +31,9 @@ if [ ! -x "$cuda_home/bin/nvcc" ]; then
 fi
 export CUDA_HOME=$cuda_home
 
-# The venv with torch's CUDA wheel, at the path the shared tool uses too (CUDA_CHECK_VENV is
-# honoured by both). Made here so that it also holds what the test suite needs beyond the tool's
-# own list -- matplotlib and tqdm, for tests/test_benchmark_cli.py -- when CUDA_CHECK_TESTS=1.
+# The venv with torch's CUDA wheel (first run only; CUDA_CHECK_VENV moves it). It also holds what
+# the test suite needs -- matplotlib and tqdm, for tests/test_benchmark_cli.py -- when
+# CUDA_CHECK_TESTS=1.
 torch_version=${CUDA_CHECK_TORCH:-2.11.0}
 venv=${CUDA_CHECK_VENV:-$HOME/.cache/cuda-build-check/torch-$torch_version}
 export CUDA_CHECK_TORCH=$torch_version CUDA_CHECK_VENV=$venv
@@ -49,13 +48,6 @@ if [ -n "${CUDA_CHECK_TESTS:-}" ] && ! "$venv/bin/python" -c "import matplotlib,
   "$venv/bin/pip" --isolated install -q matplotlib tqdm
 fi
 
-shared_tool="$root/../shared/tools/cuda-build-check"
-if [ -f "$shared_tool" ]; then
-  echo "cuda_build_check: using $shared_tool (CUDA_HOME=$CUDA_HOME)"
-  exec bash "$shared_tool" "$root"   # CUDA_CHECK_TESTS etc. pass through the environment
-fi
-
-# ---- inline version of the same steps ----
 proj=$root
 arch=${TORCH_CUDA_ARCH_LIST:-9.0}
 # The CUDA library headers (cuBLAS, cuDNN, ...) come with the wheel's nvidia-* packages.

@@ -391,12 +391,15 @@ def test_cuda_narrow_k_chunks_error_rule(algo, dtype, shape, monkeypatch, no_tf3
 FP32_SHAPES = ["H257", "H512-B64", "H1024-B8-T32", "H33-packed", "H40-B24"]
 
 
+# FUSED_LSTM_CUDA_FP32=auto takes tensor cores only once that variant is verified or allowed
+# (Note [Verified CUDA kernel variants]), so "auto" runs here with FUSED_LSTM_CUDA_UNVERIFIED set.
 @pytest.mark.parametrize("shape", FP32_SHAPES)
-@pytest.mark.parametrize("mode", ["3xtf32", "simt"])
+@pytest.mark.parametrize("mode", ["3xtf32", "simt", "auto"])
 @pytest.mark.parametrize("algo", ["auto", "step"])
 def test_cuda_fp32_modes_error_rule(algo, mode, shape, monkeypatch, no_tf32):
     monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
     monkeypatch.setenv("FUSED_LSTM_CUDA_FP32", mode)
+    monkeypatch.setenv("FUSED_LSTM_CUDA_UNVERIFIED", "float32_tensor_cores")
     _error_rule(torch.float32, shape)
 
 
@@ -404,7 +407,30 @@ def test_cuda_fp32_modes_error_rule(algo, mode, shape, monkeypatch, no_tf32):
 @pytest.mark.parametrize("mode", ["auto", "tf32"])
 def test_cuda_fp32_tf32_error_rule(mode, shape, monkeypatch, with_tf32):
     monkeypatch.setenv("FUSED_LSTM_CUDA_FP32", mode)
+    monkeypatch.setenv("FUSED_LSTM_CUDA_UNVERIFIED", "float32_tensor_cores")
     _error_rule(torch.float32, shape)
+
+
+# The 8-warp tensor-core forward tile (opt-in until a GPU check passes), persistent and per step.
+@pytest.mark.parametrize("shape", ALGO_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("algo", ["auto", "step"])
+def test_cuda_forward_mma_8warp_error_rule(algo, dtype, shape, monkeypatch):
+    monkeypatch.setenv("FUSED_LSTM_CUDA_ALGO", algo)
+    monkeypatch.setenv("FUSED_LSTM_CUDA_UNVERIFIED", "forward_mma_8warp")
+    _error_rule(dtype, shape)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("batch", [1, 64])
+def test_cuda_default_selection_on_this_gpu_is_verified(dtype, batch, monkeypatch):
+    # What a default call on this GPU runs: only variants that passed the GPU check.
+    monkeypatch.delenv("FUSED_LSTM_CUDA_UNVERIFIED", raising=False)
+    verified = {v["name"] for v in fused_lstm.cuda_kernel_variants() if v["verified"]}
+    sm_major = torch.cuda.get_device_capability()[0]
+    selection = fused_lstm._C.cuda_kernel_selection(dtype, sm_major, batch, False, True)
+    assert selection["refused"] == ""
+    assert set(selection["forward"] + selection["backward"]) <= verified
 
 
 @pytest.mark.parametrize("algo", ["step", "persistent"])
@@ -433,7 +459,8 @@ def test_cuda_persistent_falls_back_when_grid_too_large(no_tf32):
 
 @pytest.mark.parametrize("name,value", [("FUSED_LSTM_CUDA_ALGO", "fastest"),
                                         ("FUSED_LSTM_CUDA_K_CHUNK", "-3"),
-                                        ("FUSED_LSTM_CUDA_FP32", "fp16")])
+                                        ("FUSED_LSTM_CUDA_FP32", "fp16"),
+                                        ("FUSED_LSTM_CUDA_UNVERIFIED", "fastest_tile")])
 def test_cuda_tuning_env_is_validated(name, value, monkeypatch):
     monkeypatch.setenv(name, value)
     x = torch.randn(2, 1, 3, device="cuda")

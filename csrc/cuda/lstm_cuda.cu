@@ -11,19 +11,22 @@
 // (cuBLAS carry GEMM + pointwise kernel, launched from the host every step). Weight gradients are
 // single cuBLAS GEMMs. Everything runs on the current stream of input's device.
 //
-// FUSED_LSTM_CUDA_ALGO picks the recurrence kernels (read per call):
+// Which kernels run is decided once per call by select_kernels (csrc/cuda_variants.h): only
+// variants that passed the GPU check unless others are asked for (Note [Verified CUDA kernel
+// variants]). FUSED_LSTM_CUDA_ALGO picks the recurrence kernels (read per call):
 //   auto (default)  forward: persistent where its grid fits, else per step; backward: tensor-core
-//                   persistent (half types, float) where it fits, else the generic loop
-//   persistent      as auto, but where the tensor-core backward does not apply or fit (double,
-//                   FUSED_LSTM_CUDA_FP32=simt) the SIMT persistent backward, then its per-step launches
+//                   persistent where it applies and fits, else the generic loop
+//   persistent      as auto, but where the tensor-core backward does not apply or fit the SIMT
+//                   persistent backward, then its per-step launches
 //   step            forward and backward: fused kernels, one launch per step
 //   generic         forward as auto; backward: always the generic per-step loop
 // FUSED_LSTM_CUDA_FP32 picks how float32 recurrences multiply (read per call):
-//   auto (default)  tensor cores: TF32 when torch.backends.cudnn.allow_tf32 is on (what nn.LSTM's
-//                   cuDNN call follows; on by default), else 3xTF32 (fp32-level error);
-//                   batches <= 8 keep the split-K SIMT forward tile
-//   tf32 / 3xtf32   tensor cores with that precision, whatever the flag says
-//   simt            the FMA kernels (forward SIMT tiles; backward generic loop under auto)
+//   auto (default)  the FMA (SIMT) kernels while float32 on tensor cores is unverified; once
+//                   verified, tensor cores: TF32 when torch.backends.cudnn.allow_tf32 is on (what
+//                   nn.LSTM's cuDNN call follows), else 3xTF32 (fp32-level error); batches <= 8
+//                   keep the split-K SIMT forward tile
+//   tf32 / 3xtf32   tensor cores with that precision, whatever the flag says (asks for the variant)
+//   simt            the FMA kernels
 // (Note [Tensor-core precision]). FUSED_LSTM_CUDA_K_CHUNK forces the K staging width (Note [K staging]).
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -39,6 +42,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda_variants.h"
 #include "kernels/lstm_cuda_kernels.cuh"
 #include "lstm_common.h"
 
@@ -57,44 +61,18 @@ typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
 
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// FUSED_LSTM_CUDA_ALGO, read per call (tests switch it). See the note at the top of this file.
-enum class Algorithm { kAuto, kPersistent, kStep, kGeneric };
-
-Algorithm cuda_algorithm() {
-  const char* algo = std::getenv("FUSED_LSTM_CUDA_ALGO");
-  if (algo == nullptr || std::strcmp(algo, "auto") == 0) return Algorithm::kAuto;
-  if (std::strcmp(algo, "persistent") == 0) return Algorithm::kPersistent;
-  if (std::strcmp(algo, "generic") == 0) return Algorithm::kGeneric;
-  TORCH_CHECK_VALUE(std::strcmp(algo, "step") == 0,
-                    "fused_lstm: FUSED_LSTM_CUDA_ALGO must be auto, persistent, step or generic, got '",
-                    algo, "'");
-  return Algorithm::kStep;
-}
-
-// FUSED_LSTM_CUDA_FP32, read per call. See the note at the top of this file.
-struct Fp32Math {
-  bool tensor_cores;  // float recurrences on tensor cores (when the GPU has them)
-  bool split_tf32;    // 3xTF32 rather than TF32
-};
-
-Fp32Math fp32_math() {
-  const char* mode = std::getenv("FUSED_LSTM_CUDA_FP32");
-  if (mode == nullptr || std::strcmp(mode, "auto") == 0) {
-    return {true, !at::globalContext().allowTF32CuDNN()};
-  }
-  if (std::strcmp(mode, "tf32") == 0) return {true, false};
-  if (std::strcmp(mode, "3xtf32") == 0) return {true, true};
-  TORCH_CHECK_VALUE(std::strcmp(mode, "simt") == 0,
-                    "fused_lstm: FUSED_LSTM_CUDA_FP32 must be auto, tf32, 3xtf32 or simt, got '", mode, "'");
-  return {false, false};
-}
-
-// Whether this dtype's recurrence runs on tensor cores: half types from sm_80, float from sm_80
-// unless FUSED_LSTM_CUDA_FP32=simt, double never.
-bool use_tensor_cores(at::ScalarType dtype, const Fp32Math& fp32) {
-  if (at::cuda::getCurrentDeviceProperties()->major < 8) return false;
-  if (dtype == at::kHalf || dtype == at::kBFloat16) return true;
-  return dtype == at::kFloat && fp32.tensor_cores;
+// The kernel variants this call runs (Note [Verified CUDA kernel variants], csrc/cuda_variants.h),
+// from its dtype, batch, projection, the device and the FUSED_LSTM_CUDA_* variables; raises where
+// the call would need a variant that has not passed the GPU check and was not asked for.
+cuda::Selection select_kernels(const char* op, at::ScalarType dtype, int64_t batch, bool has_proj) {
+  cuda::DType kind = cuda::DType::kFloat;
+  if (dtype == at::kHalf) kind = cuda::DType::kHalf;
+  if (dtype == at::kBFloat16) kind = cuda::DType::kBFloat16;
+  if (dtype == at::kDouble) kind = cuda::DType::kDouble;
+  const cuda::Selection selection = cuda::select_variants(cuda::selection_inputs(
+      kind, at::cuda::getCurrentDeviceProperties()->major, batch, has_proj, at::globalContext().allowTF32CuDNN()));
+  TORCH_CHECK(selection.refused.empty(), op, ": ", selection.refused);
+  return selection;
 }
 
 // The ops copy host-built schedules and indices to the device on every call, so a captured CUDA
@@ -162,8 +140,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
 
   const auto schedule = make_step_schedule(s, batch_sizes, reverse);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const Fp32Math fp32 = fp32_math();
-  const bool tensor_cores = use_tensor_cores(dtype, fp32);
+  const cuda::Selection kernels_used = select_kernels("fused_lstm.lstm_layer_forward", dtype, B, s.has_proj);
   const kernels::DeviceLimits limits = device_limits();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lstm_layer_forward_cuda", [&] {
@@ -182,22 +159,25 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     p.gates_ws = save_workspace ? gates.data_ptr<acc_t>() : nullptr;
     p.cells_ws = save_workspace ? cells.data_ptr<acc_t>() : nullptr;
     p.h_unprojected = s.has_proj ? cuda_ptr<scalar_t>(h_unprojected) : nullptr;
-    p.split_tf32 = fp32.split_tf32;
+    p.split_tf32 = kernels_used.split_tf32;
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
     const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
                               aligned_16(p.hx) && aligned_16(p.output);
-    if (!s.has_proj && cuda_algorithm() != Algorithm::kStep) {
+    if (!s.has_proj && kernels_used.algorithm != cuda::Algorithm::kStep) {
       const Tensor device_schedule = schedule_on_device(schedule, input.device());
       const cudaError_t err = kernels::launch_forward_persistent<cuda_t, acc_t>(
           p, reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>()),
-          static_cast<int64_t>(schedule.size()), B, tensor_cores, vector_loads, limits, stream);
+          static_cast<int64_t>(schedule.size()), B, kernels_used.tensor_cores, kernels_used.mma_k_split,
+          vector_loads, limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
         return;  // the whole sequence ran in one launch
       }
     }
     kernels::ForwardStepLaunch launch{};
-    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, B, tensor_cores, vector_loads, limits, &launch)));
+    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, B, kernels_used.tensor_cores,
+                                                                 kernels_used.mma_k_split, vector_loads, limits,
+                                                                 &launch)));
     for (const auto& step : schedule) {
       p.step = step;
       C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, stream));
@@ -231,12 +211,15 @@ void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, cons
 // twice the generic loop's cuBLAS carry GEMM + pointwise kernel, so `auto` uses them for no dtype;
 // it takes the tensor-core persistent kernel (11.8 us a step at H=512 B=64 bf16 on an H200, vs
 // 33.9 for the generic loop: benchmarks/results/cuda-h200-step-probe-v4-*) and the generic loop
-// where that does not apply (double, FUSED_LSTM_CUDA_FP32=simt) or fit.
+// where that does not apply (double; float unless on tensor cores) or fit.
 bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
-  const Algorithm algorithm = cuda_algorithm();
-  const Fp32Math fp32 = fp32_math();
-  const bool tensor_cores = use_tensor_cores(a.weight_hh.scalar_type(), fp32);
-  if (algorithm == Algorithm::kGeneric || (algorithm == Algorithm::kAuto && !tensor_cores)) return false;
+  const cuda::Selection kernels_used =
+      select_kernels("fused_lstm.lstm_layer_backward", a.weight_hh.scalar_type(), a.batch, /*has_proj=*/false);
+  const cuda::Algorithm algorithm = kernels_used.algorithm;
+  const bool tensor_cores = kernels_used.tensor_cores;
+  if (algorithm == cuda::Algorithm::kGeneric || (algorithm == cuda::Algorithm::kAuto && !tensor_cores)) {
+    return false;
+  }
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const Tensor device_schedule = schedule_on_device(a.schedule, a.dgates.device());
   const Tensor w_hh = a.weight_hh.contiguous();
@@ -256,9 +239,9 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.cx = a.cx.data_ptr<acc_t>();
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
-    p.split_tf32 = fp32.split_tf32;
+    p.split_tf32 = kernels_used.split_tf32;
     const kernels::DeviceLimits limits = device_limits();
-    if (algorithm != Algorithm::kStep && tensor_cores) {
+    if (algorithm != cuda::Algorithm::kStep && tensor_cores) {
       const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
@@ -266,9 +249,9 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
         return;
       }
     }
-    if (algorithm == Algorithm::kAuto) return;  // the generic loop
+    if (algorithm == cuda::Algorithm::kAuto) return;  // the generic loop
     C10_CUDA_CHECK((kernels::launch_backward_recurrence<cuda_t, acc_t>(
-        p, a.batch, algorithm == Algorithm::kPersistent, limits, stream)));
+        p, a.batch, algorithm == cuda::Algorithm::kPersistent, limits, stream)));
     ran = true;
   });
   return ran;

@@ -8,13 +8,9 @@
 // a few MB at most) stays in L2 across steps. Two inner products:
 //   * SIMT (float, double): fp32/fp64 FMA from shared-memory tiles; 256 threads, thread (b, j)
 //     holds the four gate accumulators of its cell, so the epilogue needs no shared memory.
-//   * Tensor cores (half, bfloat16; sm_80+): wmma 16x16x16 with fp32 accumulation; 8 warps, two
-//     per gate, each taking every other 16-wide K tile of gate g's 16x16 (batch x hidden) tile, so
-//     the dependent mma chain per warp is half as long as with one warp per gate; the partial
-//     tiles meet in shared memory for the cell update. The cell state stays fp32 (DESIGN.md).
-//   * Small batches (B <= 8, SIMT): a split-K tile (see forward_step_splitk_tile).
-// Every tile loads each cell's input projection, biases and c_prev at the start of the step
-// (load_cell_operands), so that latency overlaps the h_prev load and the inner product.
+//   * Tensor cores (half, bfloat16; sm_80+): wmma 16x16x16 with fp32 accumulation; 4 warps, warp
+//     g computes gate g's 16x16 (batch x hidden) tile; the tiles meet in shared memory for the
+//     cell update. The cell state stays fp32 (DESIGN.md, numerics).
 // Tiles are zero-filled at the edges, so any B, H, P works; 16-byte loads are used when every
 // row of h and W_hh is 16-byte aligned (the glue checks), scalar loads otherwise.
 //
@@ -81,13 +77,50 @@ struct DeviceScalar<__nv_bfloat16> {
   __device__ static __nv_bfloat16 from_acc(float x) { return __float2bfloat16_rn(x); }
 };
 
-// What a cell's update needs besides h_prev · W_hhᵀ: the input projection plus biases of its four
-// gates and c_prev. Tiles load these at the start of a step (load_cell_operands), before the
-// h_prev tile and the inner product, so their global-memory latency overlaps that work instead of
-// following it on the step's critical path.
+// Cell update of (b, j) given the four recurrent products rec[g] = (h_prev · W_hhᵀ)[g*H + j].
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void forward_step_epilogue(const ForwardStepParams<scalar_t, acc_t>& p,
+                                                      int64_t b, int64_t j,
+                                                      const acc_t (&rec)[kNumGates]) {
+  using S = DeviceScalar<scalar_t>;
+  const int64_t H = p.hidden;
+  const int64_t row = p.step.row_offset + b;
+  const scalar_t* input_proj = p.input_proj + row * kNumGates * H;
+  acc_t pre[kNumGates];
+#pragma unroll
+  for (int g = 0; g < kNumGates; ++g) {
+    const int64_t col = g * H + j;
+    acc_t v = rec[g] + S::to_acc(input_proj[col]);
+    if (p.bias_ih != nullptr) v += S::to_acc(p.bias_ih[col]) + S::to_acc(p.bias_hh[col]);
+    pre[g] = v;
+  }
+  acc_t c, h;
+  const Gates<acc_t> a = cell_forward(pre[0], pre[1], pre[2], pre[3], p.c_state[b * H + j], &c, &h);
+  p.c_state[b * H + j] = c;
+  if (p.gates_ws != nullptr) {
+    acc_t* gates = p.gates_ws + row * kNumGates * H;
+    gates[j] = a.i;
+    gates[H + j] = a.f;
+    gates[2 * H + j] = a.g;
+    gates[3 * H + j] = a.o;
+    p.cells_ws[row * H + j] = c;
+  }
+  if (p.h_unprojected != nullptr) {
+    p.h_unprojected[b * H + j] = S::from_acc(h);
+  } else {
+    p.output[row * p.proj + j] = S::from_acc(h);
+  }
+}
+
+// What a cell's update needs besides h_prev · W_hhᵀ: the input projection and the biases of its
+// four gates, and c_prev. The 8-warp tensor-core tile loads these at the start of a step, before
+// the h_prev tile and the inner product, so their latency overlaps that work; the other tiles load
+// them just before the update. The projection and the bias sum are kept apart so that every tile
+// adds in the same order, (rec + input_proj) + (b_ih + b_hh), whichever way it loads them.
 template <typename acc_t>
 struct CellOperands {
-  acc_t pre[kNumGates];  // input_proj[row, g*H + j] + b_ih + b_hh
+  acc_t input_proj[kNumGates];  // input_proj[row, g*H + j]
+  acc_t bias[kNumGates];        // b_ih + b_hh (unused without biases)
   acc_t c_prev;
 };
 
@@ -101,26 +134,30 @@ __device__ __forceinline__ CellOperands<acc_t> load_cell_operands(const ForwardS
 #pragma unroll
   for (int g = 0; g < kNumGates; ++g) {
     const int64_t col = g * H + j;
-    acc_t v = S::to_acc(input_proj[col]);
-    if (p.bias_ih != nullptr) v += S::to_acc(p.bias_ih[col]) + S::to_acc(p.bias_hh[col]);
-    o.pre[g] = v;
+    o.input_proj[g] = S::to_acc(input_proj[col]);
+    o.bias[g] = p.bias_ih != nullptr ? S::to_acc(p.bias_ih[col]) + S::to_acc(p.bias_hh[col]) : acc_t(0);
   }
   o.c_prev = p.c_state[b * H + j];
   return o;
 }
 
-// Cell update of (b, j) given the four recurrent products rec[g] = (h_prev · W_hhᵀ)[g*H + j].
+// forward_step_epilogue with the cell's operands already loaded (the 8-warp tensor-core tile).
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void forward_step_epilogue(const ForwardStepParams<scalar_t, acc_t>& p,
+__device__ __forceinline__ void forward_step_epilogue_prefetched(const ForwardStepParams<scalar_t, acc_t>& p,
                                                       int64_t b, int64_t j,
                                                       const acc_t (&rec)[kNumGates],
                                                       const CellOperands<acc_t>& o) {
   using S = DeviceScalar<scalar_t>;
   const int64_t H = p.hidden;
   const int64_t row = p.step.row_offset + b;
+  acc_t pre[kNumGates];
+#pragma unroll
+  for (int g = 0; g < kNumGates; ++g) {
+    pre[g] = rec[g] + o.input_proj[g];
+    if (p.bias_ih != nullptr) pre[g] += o.bias[g];
+  }
   acc_t c, h;
-  const Gates<acc_t> a = cell_forward(rec[0] + o.pre[0], rec[1] + o.pre[1], rec[2] + o.pre[2],
-                                      rec[3] + o.pre[3], o.c_prev, &c, &h);
+  const Gates<acc_t> a = cell_forward(pre[0], pre[1], pre[2], pre[3], o.c_prev, &c, &h);
   p.c_state[b * H + j] = c;
   if (p.gates_ws != nullptr) {
     acc_t* gates = p.gates_ws + row * kNumGates * H;
@@ -145,29 +182,6 @@ constexpr int kSimtGranule = 32;  // k_chunk is a multiple of this
 constexpr int kSimtThreads = kSimtBatchTile * kSimtHiddenTile;
 constexpr int kSimtGateCols = kNumGates * kSimtHiddenTile;
 
-// Stages one K chunk for the SIMT tiles: h_prev rows b0 .. b0 + kRows (h_tile[r * h_pitch + kk])
-// and, when load_w, the tile's 64 gate rows of W_hh k-major (w_tile[kk * w_pitch + gate*16 + jj]),
-// both widened to acc_t and zero-filled past the batch rows, H or P.
-template <int kRows, typename scalar_t, typename acc_t>
-__device__ __forceinline__ void stage_simt_chunk(const ForwardStepParams<scalar_t, acc_t>& p, acc_t* h_tile,
-                                                 int h_pitch, acc_t* w_tile, int w_pitch, int64_t b0,
-                                                 int64_t j0, int64_t k0, int k_chunk, bool load_w) {
-  using S = DeviceScalar<scalar_t>;
-  const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
-  for (int e = threadIdx.x; e < kRows * k_chunk; e += blockDim.x) {
-    const int r = e / k_chunk, kk = e % k_chunk;
-    const int64_t b = b0 + r, k = k0 + kk;
-    h_tile[r * h_pitch + kk] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
-  }
-  if (!load_w) return;
-  for (int e = threadIdx.x; e < kSimtGateCols * k_chunk; e += blockDim.x) {
-    const int n = e / k_chunk, kk = e % k_chunk;
-    const int gate = n / kSimtHiddenTile;
-    const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
-    w_tile[kk * w_pitch + n] = (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
-  }
-}
-
 template <typename acc_t>
 inline size_t simt_forward_smem_bytes(int k_chunk) {
   return (size_t(kSimtBatchTile) * (k_chunk + 1) + size_t(k_chunk) * (kSimtGateCols + 1)) * sizeof(acc_t);
@@ -180,6 +194,7 @@ template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<scalar_t, acc_t>& p,
                                                        unsigned hidden_tile, unsigned batch_tile,
                                                        int k_chunk, bool load_w) {
+  using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int h_pitch = k_chunk + 1;
   constexpr int w_pitch = kSimtGateCols + 1;  // k-major, so a row of 16 threads reads 16 words
@@ -193,13 +208,22 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kSimtBatchTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
-  const int64_t b = b0 + ty, j = j0 + tx;
-  const bool owns_cell = b < rows && j < H;
-  CellOperands<acc_t> operands{};
-  if (owns_cell) operands = load_cell_operands(p, b, j);
   acc_t rec[kNumGates] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
-    stage_simt_chunk<kSimtBatchTile>(p, h_tile, h_pitch, w_tile, w_pitch, b0, j0, k0, k_chunk, load_w);
+    for (int e = tid; e < kSimtBatchTile * k_chunk; e += kSimtThreads) {
+      const int r = e / k_chunk, kk = e % k_chunk;
+      const int64_t b = b0 + r, k = k0 + kk;
+      h_tile[r * h_pitch + kk] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
+    }
+    if (load_w) {
+      for (int e = tid; e < kSimtGateCols * k_chunk; e += kSimtThreads) {
+        const int n = e / k_chunk, kk = e % k_chunk;
+        const int gate = n / kSimtHiddenTile;
+        const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
+        w_tile[kk * w_pitch + n] =
+            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+      }
+    }
     __syncthreads();
     const acc_t* h_row = h_tile + ty * h_pitch;
     const int k_end = static_cast<int>(P - k0 < k_chunk ? P - k0 : k_chunk);  // skip zero padding
@@ -212,7 +236,8 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
     }
     __syncthreads();
   }
-  if (owns_cell) forward_step_epilogue(p, b, j, rec, operands);
+  const int64_t b = b0 + ty, j = j0 + tx;
+  if (b < rows && j < H) forward_step_epilogue(p, b, j, rec);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -246,6 +271,7 @@ template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams<scalar_t, acc_t>& p,
                                                          unsigned hidden_tile, unsigned batch_tile,
                                                          int k_chunk, bool load_w) {
+  using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);        // [kSmallBatchTile][k_chunk]
   acc_t* w_tile = h_tile + kSmallBatchTile * k_chunk;          // [k_chunk][kSplitKWPitch]
@@ -258,14 +284,22 @@ __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kSmallBatchTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
-  // Threads 0..63 finish the tile's cells (row tid / 16, unit tid % 16): they prefetch.
-  const int64_t cell_b = b0 + tid / kSimtHiddenTile, cell_j = j0 + tid % kSimtHiddenTile;
-  const bool owns_cell = tid < kSmallBatchTile * kSimtHiddenTile && cell_b < rows && cell_j < H;
-  CellOperands<acc_t> operands{};
-  if (owns_cell) operands = load_cell_operands(p, cell_b, cell_j);
   acc_t rec[kSmallBatchTile][kNumGates] = {};
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
-    stage_simt_chunk<kSmallBatchTile>(p, h_tile, k_chunk, w_tile, kSplitKWPitch, b0, j0, k0, k_chunk, load_w);
+    for (int e = tid; e < kSmallBatchTile * k_chunk; e += kSimtThreads) {
+      const int r = e / k_chunk, kk = e % k_chunk;
+      const int64_t b = b0 + r, k = k0 + kk;
+      h_tile[e] = (b < rows && k < P) ? S::to_acc(previous_h_row(p, b)[k]) : acc_t(0);
+    }
+    if (load_w) {
+      for (int e = tid; e < kSimtGateCols * k_chunk; e += kSimtThreads) {
+        const int n = e / k_chunk, kk = e % k_chunk;
+        const int gate = n / kSimtHiddenTile;
+        const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
+        w_tile[kk * kSplitKWPitch + n] =
+            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+      }
+    }
     __syncthreads();
     const int64_t k_left = P - k0;
     const int k_end = static_cast<int>(k_left < k_chunk ? k_left : k_chunk);
@@ -299,11 +333,15 @@ __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams
     partial[tid] = sum;
   }
   __syncthreads();
-  if (owns_cell) {
-    const acc_t* sums = partial + (tid / kSimtHiddenTile) * kSimtGateCols + tid % kSimtHiddenTile;
-    const acc_t gate_sums[kNumGates] = {sums[0], sums[kSimtHiddenTile], sums[2 * kSimtHiddenTile],
-                                        sums[3 * kSimtHiddenTile]};
-    forward_step_epilogue(p, cell_b, cell_j, gate_sums, operands);
+  if (tid < kSmallBatchTile * kSimtHiddenTile) {
+    const int r = tid / kSimtHiddenTile, jj = tid % kSimtHiddenTile;
+    const int64_t b = b0 + r, j = j0 + jj;
+    if (b < rows && j < H) {
+      const acc_t* sums = partial + r * kSimtGateCols + jj;
+      const acc_t gate_sums[kNumGates] = {sums[0], sums[kSimtHiddenTile], sums[2 * kSimtHiddenTile],
+                                          sums[3 * kSimtHiddenTile]};
+      forward_step_epilogue(p, b, j, gate_sums);
+    }
   }
   // The next step (persistent kernel) rewrites h_tile and partial only after its grid barrier.
 }
@@ -370,19 +408,20 @@ __device__ __forceinline__ void mma_tile_product(FragC& acc, FragC& acc_small, F
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tensor-core forward tile (half, bfloat16, and float as TF32; sm_80+).
-constexpr int kMmaTile = 16;       // wmma m = n (= k for 16-bit operands)
+// Tensor-core forward tile (half, bfloat16; sm_80+).
+constexpr int kMmaTile = 16;       // wmma m = n = k = 16
 constexpr int kMmaGranule = 64;    // k_chunk is a multiple of this
 constexpr int kMmaPad = 8;         // 16 bytes of padding per shared-memory row (bank spread)
-constexpr int kMmaKSplit = 2;      // warps per gate, each taking every other 16-wide K tile
-constexpr int kMmaThreads = 32 * kNumGates * kMmaKSplit;  // 256: one cell per thread at the end
+constexpr int kMmaThreads = 32 * kNumGates;  // one warp per gate
 constexpr int kMmaGateCols = kNumGates * kMmaTile;
 constexpr int kMmaRecPitch = kMmaGateCols + 4;
 
+// k_split: warps per gate (1 for the 4-warp tile, kMma8KSplit for the 8-warp tile); each K part
+// leaves its own [16][kMmaRecPitch] partial sums.
 template <typename scalar_t>
-inline size_t mma_forward_smem_bytes(int k_chunk) {
+inline size_t mma_forward_smem_bytes(int k_chunk, int k_split) {
   return size_t(kMmaTile + kMmaGateCols) * (k_chunk + kMmaPad) * sizeof(scalar_t) +
-         size_t(kMmaKSplit) * kMmaTile * kMmaRecPitch * sizeof(float);
+         size_t(k_split) * kMmaTile * kMmaRecPitch * sizeof(float);
 }
 
 // k values per 16-byte chunk of a staged row.
@@ -414,32 +453,21 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
   namespace wmma = nvcuda::wmma;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // Every sub-array starts on a 32-byte boundary, as wmma loads and stores require:
-  // 16 * ld and 64 * ld elements of 2 or 4 bytes are multiples of 32 bytes (ld is a multiple of 8).
+  // 16 * ld * 2 bytes and 64 * ld * 2 bytes are multiples of 32 because ld is a multiple of 8.
   const int ld = k_chunk + kMmaPad;
   scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);            // [16][ld]
   scalar_t* w_tile = h_tile + kMmaTile * ld;                             // [64][ld], row = gate*16 + j
-  float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [kMmaKSplit][16][kMmaRecPitch]
-  const int chunks_per_row = k_chunk / kMmaVec<scalar_t>;
-  using Precision = typename MmaOperand<scalar_t>::precision;
-  constexpr int kK = MmaOperand<scalar_t>::kK;
+  float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [16][kMmaRecPitch]
+  const int chunks_per_row = k_chunk / 8;
 
   const int tid = threadIdx.x;
-  const int warp = tid / 32;
-  const int gate = warp % kNumGates;   // the gate this warp computes ...
-  const int k_part = warp / kNumGates; // ... over K tiles k_part, k_part + kMmaKSplit, ...
+  const int warp = tid / 32;  // == the gate this warp computes
   const int64_t j0 = static_cast<int64_t>(hidden_tile) * kMmaTile;
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kMmaTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
 
-  // Thread tid finishes cell (row tid / 16, unit tid % 16); its operands load while the tile works.
-  const int64_t cell_b = b0 + tid / kMmaTile, cell_j = j0 + tid % kMmaTile;
-  const bool owns_cell = cell_b < rows && cell_j < H;
-  CellOperands<float> operands{};
-  if (owns_cell) operands = load_cell_operands(p, cell_b, cell_j);
-
-  wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kK, float> acc, acc_small;
+  wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kMmaTile, float> acc;
   wmma::fill_fragment(acc, 0.0f);
-  wmma::fill_fragment(acc_small, 0.0f);
   for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
     for (int e = tid; e < kMmaTile * chunks_per_row; e += kMmaThreads) {
       const int r = e / chunks_per_row;
@@ -461,7 +489,104 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
     const int64_t k_left = P - k0;
     const int k_end = static_cast<int>(k_left < k_chunk ? (k_left + kMmaTile - 1) / kMmaTile * kMmaTile : k_chunk);
 #pragma unroll 4
-    for (int kk = k_part * kK; kk < k_end; kk += kMmaKSplit * kK) {
+    for (int kk = 0; kk < k_end; kk += kMmaTile) {
+      wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::col_major> w;
+      wmma::load_matrix_sync(a, h_tile + kk, ld);
+      // B[k][n] = W_hh[gate*H + j0 + n][k0 + k]: column-major over the staged rows.
+      wmma::load_matrix_sync(w, w_tile + warp * kMmaTile * ld + kk, ld);
+      wmma::mma_sync(acc, a, w, acc);
+    }
+    __syncthreads();
+  }
+  wmma::store_matrix_sync(rec_tile + warp * kMmaTile, acc, kMmaRecPitch, wmma::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < kMmaTile * kMmaTile; e += kMmaThreads) {
+    const int r = e / kMmaTile, jj = e % kMmaTile;
+    const int64_t b = b0 + r, j = j0 + jj;
+    if (b < rows && j < H) {
+      const float* rec_row = rec_tile + r * kMmaRecPitch + jj;
+      const float rec[kNumGates] = {rec_row[0], rec_row[kMmaTile], rec_row[2 * kMmaTile], rec_row[3 * kMmaTile]};
+      forward_step_epilogue(p, b, j, rec);
+    }
+  }
+  // The next step (persistent kernel) overwrites h_tile and rec_tile only after its grid barrier.
+#else
+  __trap();  // the host only launches this kernel on sm_80 or newer
+#endif
+}
+
+template <typename scalar_t, bool kVectorLoads>
+__global__ void __launch_bounds__(kMmaThreads)
+    lstm_forward_step_mma(const ForwardStepParams<scalar_t, float> p, int k_chunk) {
+  forward_step_mma_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8-warp tensor-core forward tile (half, bfloat16, and float as TF32 / 3xTF32; sm_80+). Not yet
+// run on a GPU: opt-in (Note [Verified CUDA kernel variants], csrc/cuda_variants.h). Two warps
+// per gate, each taking every other K tile, so the dependent mma chain per warp is half as long as
+// in the 4-warp tile; 256 threads finish one cell each, and load that cell's operands at the start
+// of the step so that their latency overlaps the inner product.
+constexpr int kMma8KSplit = 2;                           // warps per gate
+constexpr int kMma8Threads = 32 * kNumGates * kMma8KSplit;  // 256: one cell per thread at the end
+
+template <typename scalar_t, bool kVectorLoads>
+__device__ __forceinline__ void forward_step_mma8_tile(const ForwardStepParams<scalar_t, float>& p,
+                                                      unsigned hidden_tile, unsigned batch_tile,
+                                                      int k_chunk, bool load_w) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  namespace wmma = nvcuda::wmma;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  // Every sub-array starts on a 32-byte boundary, as wmma loads and stores require:
+  // 16 * ld and 64 * ld elements of 2 or 4 bytes are multiples of 32 bytes (ld is a multiple of 8).
+  const int ld = k_chunk + kMmaPad;
+  scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);            // [16][ld]
+  scalar_t* w_tile = h_tile + kMmaTile * ld;                             // [64][ld], row = gate*16 + j
+  float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [kMma8KSplit][16][kMmaRecPitch]
+  const int chunks_per_row = k_chunk / kMmaVec<scalar_t>;
+  using Precision = typename MmaOperand<scalar_t>::precision;
+  constexpr int kK = MmaOperand<scalar_t>::kK;
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32;
+  const int gate = warp % kNumGates;   // the gate this warp computes ...
+  const int k_part = warp / kNumGates; // ... over K tiles k_part, k_part + kMma8KSplit, ...
+  const int64_t j0 = static_cast<int64_t>(hidden_tile) * kMmaTile;
+  const int64_t b0 = static_cast<int64_t>(batch_tile) * kMmaTile;
+  const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
+
+  // Thread tid finishes cell (row tid / 16, unit tid % 16); its operands load while the tile works.
+  const int64_t cell_b = b0 + tid / kMmaTile, cell_j = j0 + tid % kMmaTile;
+  const bool owns_cell = cell_b < rows && cell_j < H;
+  CellOperands<float> operands{};
+  if (owns_cell) operands = load_cell_operands(p, cell_b, cell_j);
+
+  wmma::fragment<wmma::accumulator, kMmaTile, kMmaTile, kK, float> acc, acc_small;
+  wmma::fill_fragment(acc, 0.0f);
+  wmma::fill_fragment(acc_small, 0.0f);
+  for (int64_t k0 = 0; k0 < P; k0 += k_chunk) {
+    for (int e = tid; e < kMmaTile * chunks_per_row; e += kMma8Threads) {
+      const int r = e / chunks_per_row;
+      const int64_t b = b0 + r;
+      const bool valid = b < rows;
+      const scalar_t* src = valid ? previous_h_row(p, b) : p.hx;
+      mma_load_tile_row<scalar_t, kVectorLoads>(h_tile + r * ld, src, k0, P, valid, e % chunks_per_row);
+    }
+    if (load_w) {
+      for (int e = tid; e < kMmaGateCols * chunks_per_row; e += kMma8Threads) {
+        const int n = e / chunks_per_row;
+        const int64_t j = j0 + n % kMmaTile;
+        const bool valid = j < H;
+        const scalar_t* src = p.weight_hh + (valid ? ((n / kMmaTile) * H + j) * P : 0);
+        mma_load_tile_row<scalar_t, kVectorLoads>(w_tile + n * ld, src, k0, P, valid, e % chunks_per_row);
+      }
+    }
+    __syncthreads();
+    const int64_t k_left = P - k0;
+    const int k_end = static_cast<int>(k_left < k_chunk ? (k_left + kMmaTile - 1) / kMmaTile * kMmaTile : k_chunk);
+#pragma unroll 4
+    for (int kk = k_part * kK; kk < k_end; kk += kMma8KSplit * kK) {
       wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a;
       wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kK, Precision, wmma::col_major> w;
       wmma::load_matrix_sync(a, h_tile + kk, ld);
@@ -485,9 +610,9 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
     for (int g = 0; g < kNumGates; ++g) {
       rec[g] = 0.f;
 #pragma unroll
-      for (int part = 0; part < kMmaKSplit; ++part) rec[g] += rec_row[part * kMmaTile * kMmaRecPitch + g * kMmaTile];
+      for (int part = 0; part < kMma8KSplit; ++part) rec[g] += rec_row[part * kMmaTile * kMmaRecPitch + g * kMmaTile];
     }
-    forward_step_epilogue(p, cell_b, cell_j, rec, operands);
+    forward_step_epilogue_prefetched(p, cell_b, cell_j, rec, operands);
   }
   // The next step (persistent kernel) overwrites h_tile and rec_tile only after its grid barrier.
 #else
@@ -496,17 +621,20 @@ __device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<sc
 }
 
 template <typename scalar_t, bool kVectorLoads>
-__global__ void __launch_bounds__(kMmaThreads)
-    lstm_forward_step_mma(const ForwardStepParams<scalar_t, float> p, int k_chunk) {
-  forward_step_mma_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
+__global__ void __launch_bounds__(kMma8Threads)
+    lstm_forward_step_mma8(const ForwardStepParams<scalar_t, float> p, int k_chunk) {
+  forward_step_mma8_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Persistent forward: every step of the sequence in one cooperative launch.
 // kTile: 0 = SIMT, 1 = tensor cores with scalar loads, 2 = tensor cores with 16-byte loads,
-// 3 = small-batch split-K SIMT.
+// 3 = small-batch split-K SIMT, 4 / 5 = the 8-warp tensor-core tile with scalar / 16-byte loads.
+template <int kTile>
+constexpr int kForwardTileThreads = kTile == 0 || kTile == 3 ? kSimtThreads : (kTile >= 4 ? kMma8Threads : kMmaThreads);
+
 template <typename scalar_t, typename acc_t, int kTile>
-__global__ void __launch_bounds__(kTile == 0 || kTile == 3 ? kSimtThreads : kMmaThreads)
+__global__ void __launch_bounds__(kForwardTileThreads<kTile>)
     lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params,
                             const StepRows* schedule, int64_t num_steps, int k_chunk,
                             bool w_resident) {
@@ -524,6 +652,8 @@ __global__ void __launch_bounds__(kTile == 0 || kTile == 3 ? kSimtThreads : kMma
         forward_step_simt_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       } else if constexpr (kTile == 3) {
         forward_step_splitk_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
+      } else if constexpr (kTile >= 4) {
+        forward_step_mma8_tile<scalar_t, kTile == 5>(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       } else {
         forward_step_mma_tile<scalar_t, kTile == 2>(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       }
@@ -865,11 +995,12 @@ template <typename scalar_t, typename acc_t>
 struct ForwardTileKind {
   ForwardTile tile;
   int threads, granule, batch_tile;
+  int k_split;  // the tensor-core tile's warps per gate
   const void* step_kernel;
   const void* persistent_kernel;
   size_t smem_bytes(int k_chunk) const {
     if constexpr (has_mma_tile<scalar_t>()) {
-      if (tile == ForwardTile::kMma) return mma_forward_smem_bytes<scalar_t>(k_chunk);
+      if (tile == ForwardTile::kMma) return mma_forward_smem_bytes<scalar_t>(k_chunk, k_split);
     }
     if (tile == ForwardTile::kSplitK) return splitk_forward_smem_bytes<acc_t>(k_chunk);
     return simt_forward_smem_bytes<acc_t>(k_chunk);
@@ -880,14 +1011,28 @@ struct ForwardTileKind {
   }
 };
 
-// tensor_cores: the glue's decision for this dtype (sm_80+; for float, unless FUSED_LSTM_CUDA_FP32
-// says simt). Float keeps the split-K SIMT tile for small batches, where a 16-row mma tile would
-// be mostly padding.
+
+// The glue's decisions (csrc/cuda_variants.h): tensor_cores for this dtype (sm_80+; for float
+// only where float on tensor cores is selected) and mma_k_split, the tensor-core tile's warps per
+// gate (1 or 2). Float keeps the split-K SIMT tile for small batches, where a 16-row mma tile
+// would be mostly padding.
 template <typename scalar_t, typename acc_t>
-ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, bool vector_loads, int64_t batch) {
+ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_split, bool vector_loads,
+                                                   int64_t batch) {
   if constexpr (has_mma_tile<scalar_t>()) {
-    if (tensor_cores && (is_half_type<scalar_t>() || batch > kSmallBatchMax)) {
-      return {ForwardTile::kMma, kMmaThreads, kMmaGranule, kMmaTile,
+    // Float on tensor cores always takes the 8-warp tile (the 4-warp tile has no TF32 path).
+    const bool eight_warps = !is_half_type<scalar_t>() || mma_k_split == kMma8KSplit;
+    if (tensor_cores && eight_warps && (is_half_type<scalar_t>() || batch > kSmallBatchMax)) {
+      return {ForwardTile::kMma, kMma8Threads, kMmaGranule, kMmaTile, kMma8KSplit,
+              vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma8<scalar_t, true>)
+                           : reinterpret_cast<const void*>(&lstm_forward_step_mma8<scalar_t, false>),
+              vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 5>)
+                           : reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 4>)};
+    }
+  }
+  if constexpr (is_half_type<scalar_t>()) {
+    if (tensor_cores) {
+      return {ForwardTile::kMma, kMmaThreads, kMmaGranule, kMmaTile, 1,
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, true>)
                            : reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, false>),
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
@@ -895,11 +1040,11 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, bool vecto
     }
   }
   if (batch <= kSmallBatchMax) {
-    return {ForwardTile::kSplitK, kSimtThreads, kSplitKGranule, kSmallBatchTile,
+    return {ForwardTile::kSplitK, kSimtThreads, kSplitKGranule, kSmallBatchTile, 1,
             reinterpret_cast<const void*>(&lstm_forward_step_splitk<scalar_t, acc_t>),
             reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 3>)};
   }
-  return {ForwardTile::kSimt, kSimtThreads, kSimtGranule, kSimtBatchTile,
+  return {ForwardTile::kSimt, kSimtThreads, kSimtGranule, kSimtBatchTile, 1,
           reinterpret_cast<const void*>(&lstm_forward_step_simt<scalar_t, acc_t>),
           reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>)};
 }
@@ -910,9 +1055,9 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, bool vecto
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& p,
                                       const StepRows* schedule, int64_t num_steps, int64_t batch,
-                                      bool tensor_cores, bool vector_loads, const DeviceLimits& limits,
-                                      cudaStream_t stream) {
-  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads, batch);
+                                      bool tensor_cores, int mma_k_split, bool vector_loads,
+                                      const DeviceLimits& limits, cudaStream_t stream) {
+  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, mma_k_split, vector_loads, batch);
   const dim3 grid = kind.grid(p.hidden, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
   const int widest = widest_k_chunk(p.proj, kind.granule, limits.shared_memory_per_block,
@@ -944,9 +1089,9 @@ struct ForwardStepLaunch {
 };
 
 template <typename scalar_t, typename acc_t>
-cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores, bool vector_loads,
-                                 const DeviceLimits& limits, ForwardStepLaunch* launch) {
-  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, vector_loads, batch);
+cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores, int mma_k_split,
+                                 bool vector_loads, const DeviceLimits& limits, ForwardStepLaunch* launch) {
+  const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, mma_k_split, vector_loads, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
   launch->kernel = kind.step_kernel;
   launch->block = dim3(kind.threads);

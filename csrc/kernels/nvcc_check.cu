@@ -9,10 +9,10 @@ namespace kernels {
 
 #define FUSED_LSTM_INSTANTIATE(scalar_t, acc_t)                                                      \
   template cudaError_t launch_forward_persistent<scalar_t, acc_t>(                                  \
-      const ForwardStepParams<scalar_t, acc_t>&, const StepRows*, int64_t, int64_t, bool, bool,     \
+      const ForwardStepParams<scalar_t, acc_t>&, const StepRows*, int64_t, int64_t, bool, int, bool, \
       const DeviceLimits&, cudaStream_t);                                                           \
-  template cudaError_t prepare_forward_step<scalar_t, acc_t>(int64_t, int64_t, bool, bool, const DeviceLimits&, \
-                                                             ForwardStepLaunch*);                     \
+  template cudaError_t prepare_forward_step<scalar_t, acc_t>(int64_t, int64_t, bool, int, bool,     \
+                                                             const DeviceLimits&, ForwardStepLaunch*); \
   template cudaError_t launch_forward_step<scalar_t, acc_t>(const ForwardStepParams<scalar_t, acc_t>&, \
                                                             const ForwardStepLaunch&, cudaStream_t);  \
   template cudaError_t launch_backward_recurrence<scalar_t, acc_t>(                                 \
