@@ -17,9 +17,18 @@ import subprocess
 import sys
 
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError:
+    # pip's default build runs in an isolated environment without the installed torch; building
+    # against another torch would give an extension that does not load with the user's.
+    sys.exit(
+        "fused_lstm: the build needs the torch you will run it with, and cannot see one.\n"
+        "  1. install PyTorch first (https://pytorch.org), e.g.  pip install torch\n"
+        "  2. then build without build isolation:  pip install --no-build-isolation .\n"
+        "(a plain `pip install .` builds in an isolated environment, without your torch).")
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,7 +99,10 @@ def main():
         ("FUSED_LSTM_BUILD_REASON", '"' + reason.replace('"', "'") + '"'),
         ("FUSED_LSTM_ARCH_LIST", '"' + os.environ.get("TORCH_CUDA_ARCH_LIST", "") + '"'),
     ]
-    cxx_flags = ["-O3", "-std=c++17"]
+    # Release builds carry no debug info (Python's own CFLAGS add -g: a 17 MB extension instead of
+    # a few MB); FUSED_LSTM_DEBUG=1 keeps it.
+    debug = os.environ.get("FUSED_LSTM_DEBUG", "0") == "1"
+    cxx_flags = ["-O3", "-std=c++17", "-g" if debug else "-g0"]
     link_flags = []
     if openmp_parallel_for():
         cxx_flags.append("-fopenmp")

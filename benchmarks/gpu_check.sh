@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One GPU verification run, in one call: build with CUDA, run the CUDA tests, run
-# compute-sanitizer (memcheck, racecheck, synccheck) on a small forward+backward, and benchmark
-# against torch.nn.LSTM (cuDNN), then probe the per-step cost. Everything lands under $OUT
-# (default ./gpu-out), in eight files (the device tool returns at most eight):
+# One GPU verification run, in one call: build with CUDA (or use the extension prebuilt by
+# scripts/gpu_prebuild.sh on a machine without a GPU, when it imports), run the CUDA tests (every
+# kernel variant, the opt-in ones too), run compute-sanitizer (memcheck, racecheck, synccheck) on a
+# small forward+backward, and benchmark against torch.nn.LSTM (cuDNN), then probe the per-step
+# cost. Everything lands under $OUT (default ./gpu-out), in eight files:
 #   summary.txt (environment, per-stage status, registers/spills)  build.log  tests.log
 #   sanitizer.log  bench.log (tables + probe output)  bench.json
 #   bench-generic.json (fwd+bwd with the generic backward loop forced, against cuDNN)
@@ -47,8 +48,19 @@ stage() {  # stage NAME SECONDS LOG COMMAND...
 } >>"$summary" 2>&1
 cat "$summary"
 
-if ! stage build 100 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
-    $PY -m pip install --no-build-isolation --no-deps --no-index -v -e .; then
+# A prebuilt extension (scripts/gpu_prebuild.sh, copied along as fused_lstm/_C.cpython-312-*.so)
+# saves the build minute when it imports here with CUDA against this torch; otherwise build.
+prebuilt_ok() {
+  ls fused_lstm/_C.*.so >/dev/null 2>&1 && (cd /tmp && PYTHONPATH="$OLDPWD" $PY -c "
+import sys, torch, fused_lstm
+info = fused_lstm.build_info()
+sys.exit(0 if info['cuda_built'] and torch.__version__.startswith(info['torch_version_built']) else 1)")
+}
+if prebuilt_ok; then
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  echo "== build: using the prebuilt extension $(ls fused_lstm/_C.*.so)" | tee -a "$summary" "$OUT/build.log"
+elif ! { rm -f fused_lstm/_C.*.so; stage build 100 "$OUT/build.log" env MAX_JOBS=16 NVCC_APPEND_FLAGS="-Xptxas -v" \
+    $PY -m pip install --no-build-isolation --no-deps --no-index -v -e .; }; then
   echo "build failed: nothing else can run" | tee -a "$summary"
   exit 1
 fi
@@ -56,7 +68,13 @@ grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$OUT/buil
   sed -E 's/^ *//' | awk '/Compiling entry/ {k=$0; sub(/.*function ./,"",k); sub(/. for .*/,"",k)}
     /spill stores/ {s=$0} /Used [0-9]+ registers/ {r=$0; sub(/.*Used /,"",r); sub(/, used.*/,"",r);
     printf "%-70.70s %s | %s\n", k, r, s}' | sort -u | c++filt >>"$summary" || true
-(cd /tmp && $PY -c "import fused_lstm; print(fused_lstm.build_info())") | tee -a "$summary"
+(cd /tmp && PYTHONPATH="$OLDPWD${PYTHONPATH:+:$PYTHONPATH}" $PY -c "
+import fused_lstm
+print(fused_lstm.build_info())
+for v in fused_lstm.cuda_kernel_variants():
+    print(f\"variant {v['name']}: verified_at={v['verified_at']}\")") | tee -a "$summary"
+# The tests run every variant, the unverified ones too (tests/test_cuda.py opts them in by name):
+# a passing run verifies them all at this commit (Note [Verified CUDA kernel variants]).
 
 if [ "$QUICK" = 1 ]; then
   stage tests 60 "$OUT/tests.log" $PY -m pytest -q -rs tests/test_cuda.py
@@ -86,6 +104,7 @@ sanitize() {  # sanitize TOOL SECONDS [ARGS]
 }
 if [ "$QUICK" = 1 ]; then
   sanitize memcheck 25 --quick
+  FUSED_LSTM_CUDA_UNVERIFIED=all sanitize memcheck 25 --quick
   sanitize racecheck 40 --quick
   stage benchmark 50 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.15 \
     --modes inference,fwdbwd --json "$OUT/bench.json"
@@ -94,6 +113,7 @@ if [ "$QUICK" = 1 ]; then
   exit $status
 fi
 sanitize memcheck 40
+FUSED_LSTM_CUDA_UNVERIFIED=all sanitize memcheck 30 --quick   # the opt-in variants too
 
 stage benchmark 80 "$OUT/bench.log" $PY benchmarks/benchmark.py --suite gpu --repeat-seconds 0.3 \
   --json "$OUT/bench.json"

@@ -51,7 +51,7 @@ Distributed: under torchrun (WORLD_SIZE > 1) each model is wrapped in Distribute
 gradients, so W processes follow one process on the same global batch (up to summation order;
 dropout masks differ per rank). Rank 0 writes the outputs.
 
-Outputs, in --out-dir (default ./train-char-lm), with
+Outputs, in --out-dir (default benchmarks/out/train-char-lm under the repository, git-ignored), with
 <stem> = train-char-lm-<preset>-<device>[-<W>proc]-<timestamp>:
   <stem>.json        the environment as benchmark.py records it (device, versions, commit,
                      build, load average), preset and hyperparameters, corpus, and per
@@ -76,6 +76,7 @@ import datetime
 import hashlib
 import json
 import os
+import pathlib
 import resource
 import statistics
 import sys
@@ -92,6 +93,8 @@ import benchmark as bench  # noqa: E402  (environment helpers; imports fused_lst
 
 fused_lstm = bench.fused_lstm
 
+# Outputs go under the repository, in a git-ignored folder, whatever the working directory.
+DEFAULT_OUT_DIR = pathlib.Path(__file__).resolve().parent / "out" / "train-char-lm"
 VOCAB = 256  # bytes
 SEPARATOR = b"\0"  # between files
 VAL_ONE_IN = 20  # a file goes to validation when the hash of its path is 0 mod this
@@ -460,7 +463,8 @@ def parse_args(argv, info: dict):
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--corpus", default=None, help="folder of .py files (default: the stdlib)")
     p.add_argument("--prompt", default="def ", help="start of the generated samples")
-    p.add_argument("--out-dir", default="train-char-lm", help="where the outputs go")
+    p.add_argument("--out-dir", default=str(DEFAULT_OUT_DIR),
+                   help="where the outputs go (default: %(default)s, git-ignored)")
     p.add_argument("--checkpoint-dir", default=None, help="where the checkpoints go "
                    "(default: --out-dir)")
     p.add_argument("--checkpoint-every", type=int, default=None,

@@ -14,7 +14,8 @@
 #   install them (e.g. no network) is a warning, not an error; the build still runs.
 # - onnx, onnxscript, onnxruntime: the ONNX export test (fused_lstm.onnx); also optional.
 # - Then `pip install --no-build-isolation --no-deps -e .` from the repo root (no build isolation:
-#   an isolated build would pull a different torch than the one installed).
+#   an isolated build would pull a different torch than the one installed) the first time; later
+#   runs rebuild only when the sources changed, incrementally (see the end of this script).
 # Env: PYTHON (default python3), FUSED_LSTM_FORCE_CPU=1 (CPU-only build), TORCH_CUDA_ARCH_LIST.
 set -euo pipefail
 
@@ -74,9 +75,43 @@ if ! command -v ninja >/dev/null 2>&1; then
   fi
 fi
 
-# the extension itself
-say "building and installing fused_lstm from $root (pip install --no-build-isolation --no-deps -e .)"
-(cd "$root" && "$py" -m pip install --no-build-isolation --no-deps -e .)
+# The extension itself. An unchanged tree (same sources, torch, Python and build variables as the
+# last successful build) is not rebuilt; a changed one is rebuilt incrementally by ninja in the
+# kept build/ directory (only what changed compiles). The first build installs it in place
+# (editable), so later runs only need build_ext --inplace.
+stamp_file="$root/build/fused_lstm-build.stamp"
+stamp=$("$py" - "$root" <<'PY'
+import hashlib, os, sys
+import torch
+root = sys.argv[1]
+digest = hashlib.sha256(f"{sys.executable} {sys.version} {torch.__version__}\n".encode())
+for name in ("FUSED_LSTM_FORCE_CPU", "FUSED_LSTM_DEBUG", "TORCH_CUDA_ARCH_LIST", "CUDA_HOME"):
+    digest.update(f"{name}={os.environ.get(name, '')}\n".encode())
+paths = [os.path.join(root, "setup.py")]
+for folder, _, files in os.walk(os.path.join(root, "csrc")):
+    paths += [os.path.join(folder, f) for f in files]
+for path in sorted(paths):
+    with open(path, "rb") as f:
+        digest.update(path.encode() + b"\0" + f.read())
+print(digest.hexdigest())
+PY
+)
+installed_here() {  # fused_lstm imports from this tree, with its compiled extension
+  (cd /tmp && "$py" -c "import os, sys, fused_lstm; sys.exit(0 if os.path.dirname(fused_lstm.__file__) == os.path.join(sys.argv[1], 'fused_lstm') else 1)" "$root") >/dev/null 2>&1
+}
+# ninja's "[3/15] c++ ... -c /path/x.cpp -o ..." lines, shortened to "[3/15] x.cpp": progress.
+progress() { { grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error:' || true; } | sed -u -E 's#^(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) .*#  \1 \2#'; }
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && installed_here; then
+  say "fused_lstm is built and unchanged since the last build; nothing to compile"
+elif installed_here; then
+  say "sources changed: rebuilding fused_lstm incrementally in build/ (python setup.py build_ext --inplace)"
+  (cd "$root" && "$py" setup.py build_ext --inplace 2>&1) | progress
+else
+  say "building and installing fused_lstm from $root (pip install --no-build-isolation --no-deps -e .;"
+  say "the first build takes about 5 minutes on 2 cores)"
+  (cd "$root" && "$py" -m pip install --no-build-isolation --no-deps -v -e . 2>&1) | progress
+fi
+mkdir -p "$root/build" && echo "$stamp" >"$stamp_file"
 "$py" - <<'PY'
 import fused_lstm
 info = fused_lstm.build_info()

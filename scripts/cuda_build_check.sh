@@ -8,7 +8,11 @@
 #
 # Exits 0 with a message when there is no nvcc.
 # Env: CUDA_HOME, CUDA_CHECK_TORCH (2.11.0), CUDA_CHECK_VENV, CUDA_CHECK_PACKAGE (fused_lstm),
-#      TORCH_CUDA_ARCH_LIST (9.0), CUDA_CHECK_TESTS=1, KEEP_LOG=1, MAX_JOBS (2).
+#      TORCH_CUDA_ARCH_LIST (9.0), CUDA_CHECK_TESTS=1, KEEP_LOG=1, MAX_JOBS (2),
+#      CUDA_CHECK_PYTHON (python3: the interpreter the venv is made with),
+#      CUDA_CHECK_KEEP_SO=DIR (copy the built extension, fused_lstm/_C.*.so, into DIR: the
+#      prebuilt extension that benchmarks/gpu_check.sh uses instead of compiling on the GPU
+#      machine; scripts/gpu_prebuild.sh sets all of this up).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,11 +39,12 @@ export CUDA_HOME=$cuda_home
 # the test suite needs -- matplotlib and tqdm, for tests/test_benchmark_cli.py -- when
 # CUDA_CHECK_TESTS=1.
 torch_version=${CUDA_CHECK_TORCH:-2.11.0}
+python=${CUDA_CHECK_PYTHON:-python3}
 venv=${CUDA_CHECK_VENV:-$HOME/.cache/cuda-build-check/torch-$torch_version}
 export CUDA_CHECK_TORCH=$torch_version CUDA_CHECK_VENV=$venv
 if ! "$venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
   echo "cuda_build_check: making $venv (PyTorch $torch_version built for CUDA 13.0, ~5 GB; first run only)"
-  rm -rf "$venv"; python3 -m venv "$venv"
+  rm -rf "$venv"; "$python" -m venv "$venv"
   # --isolated: the machine's pip settings may prefer a local CPU-only torch wheel; we need CUDA's.
   "$venv/bin/pip" --isolated install -q "torch==$torch_version" numpy ninja pybind11 setuptools \
     wheel pytest hypothesis matplotlib tqdm
@@ -65,6 +70,11 @@ if ! (cd "$work" && CUDA_HOME="$cuda_home" CPATH="$nv_include${CPATH:+:$CPATH}" 
   echo "cuda_build_check: BUILD FAILED (full log: rerun with KEEP_LOG=1)"
   if [ -n "${KEEP_LOG:-}" ]; then cp "$log" "$proj/cuda-build-check.log"; fi
   exit 1
+fi
+if [ -n "${CUDA_CHECK_KEEP_SO:-}" ]; then
+  mkdir -p "$CUDA_CHECK_KEEP_SO"
+  cp "$("$venv/bin/python" -c 'import glob, os, sysconfig; print(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "fused_lstm", "_C.*.so"))[0])')" "$CUDA_CHECK_KEEP_SO/"
+  echo "cuda_build_check: kept the built extension in $CUDA_CHECK_KEEP_SO"
 fi
 echo "-- ptxas: registers and spills per kernel"
 grep -E "Compiling entry function|Used [0-9]+ registers|spill stores" "$log" | sed -E 's/^ *//' |

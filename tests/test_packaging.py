@@ -74,3 +74,31 @@ def test_wheel_builds_installs_and_runs(tmp_path):
     result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(site)}, timeout=300)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stdout + result.stderr
+    # Release builds carry no debug info (the extension was 17 MB with -g).
+    (so,) = glob.glob(str(site / "fused_lstm" / "_C*.so"))
+    assert os.path.getsize(so) < 8 * 2**20, os.path.getsize(so)
+
+
+def test_build_without_torch_says_what_to_run(tmp_path):
+    # What a plain `pip install .` (isolated build environment, no torch) gets: a message naming
+    # the command that works, not a bare ModuleNotFoundError.
+    (tmp_path / "torch.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "setup.py"), "--version"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode != 0
+    assert "pip install --no-build-isolation ." in result.stderr, result.stderr
+    assert "install PyTorch first" in result.stderr
+
+
+@pytest.mark.skipif(os.environ.get("FUSED_LSTM_TEST_WHEEL") != "1",
+                    reason="runs scripts/bootstrap.sh twice (may compile); .ci/run runs it with "
+                           "FUSED_LSTM_TEST_WHEEL=1")
+def test_bootstrap_twice_compiles_once():
+    # The two Quickstart commands both start with bootstrap: an unchanged tree must not rebuild.
+    runs = [subprocess.run(["bash", os.path.join(ROOT, "scripts", "bootstrap.sh")], capture_output=True,
+                           text=True, timeout=1800) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stdout + run.stderr
+    assert "nothing to compile" in runs[1].stdout, runs[1].stdout
+    assert not any(line.lstrip().startswith("[1/") for line in runs[1].stdout.splitlines()), runs[1].stdout
