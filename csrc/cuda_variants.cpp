@@ -14,38 +14,32 @@ namespace cuda {
 namespace {
 
 // The GPU check that passed at 1f3fd5b: benchmarks/results/cuda-h200-auto-v4-20261126-verify.txt
-// (H200; the H100 checks of the same day ran earlier versions of the same kernels).
+// (H200; the H100 checks of the same day ran earlier versions of the same kernels). The kernels of
+// these variants still compile to the PTX of that commit (tests/verified_kernels_ptx.json).
 constexpr const char* k1f3fd5b = "1f3fd5b4941fec986ddbc8a77b9cb16127ef0419";
 constexpr const char* kH200 = "NVIDIA H200";
-constexpr const char* kParamsField =
-    "the kernels' parameter struct gained a trailing field (split_tf32, used only by the float "
-    "tensor-core kernels)";
 
 }  // namespace
 
 const std::vector<VariantInfo>& variant_table() {
   static const std::vector<VariantInfo> table = {
-      {Variant::kForwardSimt, "forward_simt", "SIMT 16x16 forward tile (float32, float64)", k1f3fd5b, kH200,
-       kParamsField},
+      {Variant::kForwardSimt, "forward_simt", "SIMT 16x16 forward tile (float32, float64)", k1f3fd5b, kH200},
       {Variant::kForwardSplitK, "forward_splitk", "split-K SIMT forward tile for batches <= 8 (float32, float64)",
-       k1f3fd5b, kH200, kParamsField},
+       k1f3fd5b, kH200},
       {Variant::kForwardSimtHalf, "forward_simt_half",
-       "the SIMT forward tiles in float16/bfloat16 (GPUs before sm_80)", nullptr, "", ""},
-      {Variant::kForwardMma, "forward_mma", "4-warp tensor-core forward tile (float16, bfloat16)", k1f3fd5b, kH200,
-       kParamsField},
+       "the SIMT forward tiles in float16/bfloat16 (GPUs before sm_80)", nullptr, ""},
+      {Variant::kForwardMma, "forward_mma", "4-warp tensor-core forward tile (float16, bfloat16)", k1f3fd5b, kH200},
       {Variant::kForwardMma8Warp, "forward_mma_8warp",
-       "8-warp tensor-core forward tile, cell operands loaded ahead (float16, bfloat16)", nullptr, "", ""},
+       "8-warp tensor-core forward tile, cell operands loaded ahead (float16, bfloat16)", nullptr, ""},
       {Variant::kFloatTensorCores, "float32_tensor_cores",
-       "float32 recurrences on tensor cores, TF32 or 3xTF32, forward (8-warp tile) and backward", nullptr, "", ""},
+       "float32 recurrences on tensor cores, TF32 or 3xTF32, forward (8-warp tile) and backward", nullptr, ""},
       {Variant::kBackwardMma, "backward_mma", "tensor-core persistent backward recurrence (float16, bfloat16)",
-       k1f3fd5b, kH200,
-       "float branches added under if constexpr (the float16/bfloat16 code is unchanged); the kernels' parameter "
-       "struct gained a trailing field"},
+       k1f3fd5b, kH200},
       {Variant::kBackwardSimt, "backward_simt",
        "SIMT backward recurrence, persistent or one launch per step (FUSED_LSTM_CUDA_ALGO=persistent/step)",
-       k1f3fd5b, kH200, kParamsField},
+       k1f3fd5b, kH200},
       {Variant::kBackwardGeneric, "backward_generic", "per-step cuBLAS carry GEMM + pointwise backward kernel",
-       k1f3fd5b, kH200, ""},
+       k1f3fd5b, kH200},
   };
   return table;
 }

@@ -8,8 +8,11 @@
 // ever picks verified variants; an unverified one runs only when asked for, by name, in
 // FUSED_LSTM_CUDA_UNVERIFIED (or by FUSED_LSTM_CUDA_FP32=tf32/3xtf32 for float on tensor cores).
 // Where no verified variant can serve a call the op raises, naming the variant to opt into.
-// A change to a variant's algorithm (tile shape, warps, precision) makes a new variant that starts
-// unverified; after a GPU check passes, its entry in variant_table() gets that commit. Tests:
+// A verified variant's kernels must stay the code that was checked: tests/test_nvcc_compile.py
+// compares their PTX with the fingerprints recorded at the check (tests/verified_kernels_ptx.json),
+// so any change to them fails until the variant is marked unverified (or the change reverted). New
+// work goes into new variants, unverified until a GPU check passes; then variant_table() gets that
+// commit and the fingerprints are recorded again (tests/verified_kernels.py says how). Tests:
 // tests/test_cuda_variants.py (every default choice is verified, every commit has its results).
 //
 // This file and cuda_variants.cpp are plain host code, compiled into every build, so the
@@ -41,7 +44,6 @@ struct VariantInfo {
   const char* description;
   const char* verified_at;  // commit of the last passing GPU check, or nullptr: never run on a GPU
   const char* verified_on;  // the GPUs of that check
-  const char* changed_since;  // what changed in its source since that check (same algorithm), or ""
 };
 
 const std::vector<VariantInfo>& variant_table();

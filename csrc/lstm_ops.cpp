@@ -66,7 +66,6 @@ pybind11::list cuda_kernel_variants() {
     entry["verified_at"] = info.verified_at != nullptr ? pybind11::object(pybind11::str(info.verified_at))
                                                        : pybind11::object(pybind11::none());
     entry["verified_on"] = info.verified_on;
-    entry["changed_since"] = info.changed_since;
     variants.append(entry);
   }
   return variants;

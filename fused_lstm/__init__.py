@@ -34,7 +34,7 @@ def build_info() -> dict:
 
 def cuda_kernel_variants() -> list:
     """Every CUDA kernel variant: name, description, whether it has passed the GPU check (CUDA
-    tests and compute-sanitizer) and at which commit, on which GPU, and what changed in its source
-    since. By default only verified variants run; ``FUSED_LSTM_CUDA_UNVERIFIED=name[,name...]`` (or
+    tests and compute-sanitizer), at which commit and on which GPU. By default only verified
+    variants run; ``FUSED_LSTM_CUDA_UNVERIFIED=name[,name...]`` (or
     ``all``) allows others."""
     return [dict(v) for v in _C.cuda_kernel_variants()]

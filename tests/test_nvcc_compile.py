@@ -55,3 +55,29 @@ def test_nvcc_compiles(src, tmp_path):
     for bad in ("#include <torch/", "#include <ATen/", "#include <c10/", '#include "torch/',
                 '#include "ATen/'):
         assert bad not in text, f"{src.name} includes {bad!r}: kernel sources must be torch-free"
+
+
+def test_verified_kernels_compile_as_they_were_checked_on_a_gpu(tmp_path):
+    # Note [Verified CUDA kernel variants]: a variant marked verified must still be the code that
+    # passed the GPU check. Each of its kernels' PTX must match the fingerprint recorded then.
+    import json
+
+    import fused_lstm
+    from verified_kernels import FINGERPRINTS, kernel_fingerprints, nvcc_version, variant_of
+
+    recorded = json.loads(FINGERPRINTS.read_text())
+    if nvcc_version(NVCC) != recorded["nvcc"]:
+        pytest.skip(f"fingerprints were recorded with nvcc {recorded['nvcc']}, this is {nvcc_version(NVCC)}")
+    verified = {v["name"] for v in fused_lstm.cuda_kernel_variants() if v["verified"]}
+    checked = 0
+    for name, (demangled, sha) in kernel_fingerprints(NVCC, tmp_path).items():
+        variant = variant_of(demangled)
+        if variant not in verified:
+            continue
+        assert name in recorded["kernels"], (
+            f"{demangled} belongs to the verified variant {variant} but was not part of its GPU check")
+        assert recorded["kernels"][name]["sha256"] == sha, (
+            f"{demangled} changed since the GPU check that verified {variant}: revert the change, or "
+            f"mark {variant} unverified in csrc/cuda_variants.cpp until a GPU check passes again")
+        checked += 1
+    assert checked == len(recorded["kernels"]), "a fingerprinted kernel is no longer compiled"

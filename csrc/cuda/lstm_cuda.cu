@@ -159,7 +159,6 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     p.gates_ws = save_workspace ? gates.data_ptr<acc_t>() : nullptr;
     p.cells_ws = save_workspace ? cells.data_ptr<acc_t>() : nullptr;
     p.h_unprojected = s.has_proj ? cuda_ptr<scalar_t>(h_unprojected) : nullptr;
-    p.split_tf32 = kernels_used.split_tf32;
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
     const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
                               aligned_16(p.hx) && aligned_16(p.output);
@@ -168,7 +167,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
       const cudaError_t err = kernels::launch_forward_persistent<cuda_t, acc_t>(
           p, reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>()),
           static_cast<int64_t>(schedule.size()), B, kernels_used.tensor_cores, kernels_used.mma_k_split,
-          vector_loads, limits, stream);
+          vector_loads, kernels_used.split_tf32, limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
         return;  // the whole sequence ran in one launch
@@ -180,7 +179,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
                                                                  &launch)));
     for (const auto& step : schedule) {
       p.step = step;
-      C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, stream));
+      C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, kernels_used.split_tf32, stream));
       if (s.has_proj) {
         Tensor out_rows = output.narrow(0, step.row_offset, step.rows);
         at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
@@ -239,10 +238,10 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.cx = a.cx.data_ptr<acc_t>();
     p.cell.dc_carry = a.dc_carry.data_ptr<acc_t>();
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
-    p.split_tf32 = kernels_used.split_tf32;
     const kernels::DeviceLimits limits = device_limits();
     if (algorithm != cuda::Algorithm::kStep && tensor_cores) {
-      const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, limits, stream);
+      const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, kernels_used.split_tf32,
+                                                                                        limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
         ran = true;

@@ -10,7 +10,12 @@
 //     holds the four gate accumulators of its cell, so the epilogue needs no shared memory.
 //   * Tensor cores (half, bfloat16; sm_80+): wmma 16x16x16 with fp32 accumulation; 4 warps, warp
 //     g computes gate g's 16x16 (batch x hidden) tile; the tiles meet in shared memory for the
-//     cell update. The cell state stays fp32 (DESIGN.md, numerics).
+//     cell update. The cell state stays fp32 (docs/DESIGN.md, numerics).
+//   * Small batches (B <= 8, SIMT): a split-K tile (see forward_step_splitk_tile).
+// Variants that have not yet run on a GPU, off by default (Note [Verified CUDA kernel variants] in
+// csrc/cuda_variants.h): an 8-warp tensor-core tile (forward_step_mma8_tile) and float on tensor
+// cores as TF32 / 3xTF32 (Note [Tensor-core precision]). Kernels that passed the GPU check are kept
+// as they were checked (tests/test_nvcc_compile.py compares their PTX with the check's).
 // Tiles are zero-filled at the edges, so any B, H, P works; 16-byte loads are used when every
 // row of h and W_hh is 16-byte aligned (the glue checks), scalar loads otherwise.
 //
@@ -533,8 +538,8 @@ constexpr int kMma8Threads = 32 * kNumGates * kMma8KSplit;  // 256: one cell per
 
 template <typename scalar_t, bool kVectorLoads>
 __device__ __forceinline__ void forward_step_mma8_tile(const ForwardStepParams<scalar_t, float>& p,
-                                                      unsigned hidden_tile, unsigned batch_tile,
-                                                      int k_chunk, bool load_w) {
+                                                       unsigned hidden_tile, unsigned batch_tile,
+                                                       int k_chunk, bool load_w, bool split_tf32) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -592,7 +597,7 @@ __device__ __forceinline__ void forward_step_mma8_tile(const ForwardStepParams<s
       wmma::load_matrix_sync(a, h_tile + kk, ld);
       // B[k][n] = W_hh[gate*H + j0 + n][k0 + k]: column-major over the staged rows.
       wmma::load_matrix_sync(w, w_tile + gate * kMmaTile * ld + kk, ld);
-      mma_tile_product<scalar_t>(acc, acc_small, a, w, p.split_tf32);
+      mma_tile_product<scalar_t>(acc, acc_small, a, w, split_tf32);
     }
     __syncthreads();
   }
@@ -622,19 +627,19 @@ __device__ __forceinline__ void forward_step_mma8_tile(const ForwardStepParams<s
 
 template <typename scalar_t, bool kVectorLoads>
 __global__ void __launch_bounds__(kMma8Threads)
-    lstm_forward_step_mma8(const ForwardStepParams<scalar_t, float> p, int k_chunk) {
-  forward_step_mma8_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true);
+    lstm_forward_step_mma8(const ForwardStepParams<scalar_t, float> p, int k_chunk, bool split_tf32) {
+  forward_step_mma8_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, /*load_w=*/true, split_tf32);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Persistent forward: every step of the sequence in one cooperative launch.
 // kTile: 0 = SIMT, 1 = tensor cores with scalar loads, 2 = tensor cores with 16-byte loads,
-// 3 = small-batch split-K SIMT, 4 / 5 = the 8-warp tensor-core tile with scalar / 16-byte loads.
-template <int kTile>
-constexpr int kForwardTileThreads = kTile == 0 || kTile == 3 ? kSimtThreads : (kTile >= 4 ? kMma8Threads : kMmaThreads);
-
+// 3 = small-batch split-K SIMT.
+// (This kernel, like every kernel that has passed the GPU check, is kept as it was checked, so that
+// it compiles to the same code: Note [Verified CUDA kernel variants]. Hence the 8-warp tile's own
+// copy of the step loop below rather than a shared helper.)
 template <typename scalar_t, typename acc_t, int kTile>
-__global__ void __launch_bounds__(kForwardTileThreads<kTile>)
+__global__ void __launch_bounds__(kTile == 0 || kTile == 3 ? kSimtThreads : kMmaThreads)
     lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params,
                             const StepRows* schedule, int64_t num_steps, int k_chunk,
                             bool w_resident) {
@@ -652,11 +657,29 @@ __global__ void __launch_bounds__(kForwardTileThreads<kTile>)
         forward_step_simt_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       } else if constexpr (kTile == 3) {
         forward_step_splitk_tile(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
-      } else if constexpr (kTile >= 4) {
-        forward_step_mma8_tile<scalar_t, kTile == 5>(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       } else {
         forward_step_mma_tile<scalar_t, kTile == 2>(p, blockIdx.x, blockIdx.y, k_chunk, load_w);
       }
+      w_loaded = true;
+    }
+    grid.sync();
+  }
+}
+
+// The 8-warp tensor-core tile's persistent kernel: lstm_forward_persistent's loop, plus split_tf32.
+template <typename scalar_t, bool kVectorLoads>
+__global__ void __launch_bounds__(kMma8Threads)
+    lstm_forward_persistent_mma8(const ForwardStepParams<scalar_t, float> params, const StepRows* schedule,
+                                 int64_t num_steps, int k_chunk, bool w_resident, bool split_tf32) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  ForwardStepParams<scalar_t, float> p = params;
+  bool w_loaded = false;  // block-uniform
+  for (int64_t s = 0; s < num_steps; ++s) {
+    p.step = schedule[s];
+    if (static_cast<int64_t>(blockIdx.y) * kMmaTile < p.step.rows) {
+      const bool load_w = !(w_resident && w_loaded);
+      forward_step_mma8_tile<scalar_t, kVectorLoads>(p, blockIdx.x, blockIdx.y, k_chunk, load_w, split_tf32);
       w_loaded = true;
     }
     grid.sync();
@@ -811,7 +834,7 @@ __device__ __forceinline__ void backward_step_mma_tile(const BackwardSequencePar
                                                        unsigned hidden_tile, unsigned batch_tile,
                                                        int k_chunk, const scalar_t* w_slice,
                                                        int64_t k_round, scalar_t* d_hi, scalar_t* d_lo,
-                                                       float* partial) {
+                                                       float* partial, bool split_tf32) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   using S = DeviceScalar<scalar_t>;
@@ -858,15 +881,18 @@ __device__ __forceinline__ void backward_step_mma_tile(const BackwardSequencePar
       const int64_t k_left = k_round - k0;
       const int k_end = static_cast<int>(k_left < k_chunk ? k_left : k_chunk);  // a multiple of 16
       for (int kk = warp * kK; kk < k_end; kk += kMmaBackwardWarps * kK) {
-        wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a_hi;
-        wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kK, Precision, wmma::col_major> w;
-        wmma::load_matrix_sync(a_hi, d_hi + kk, ld_d);
-        wmma::load_matrix_sync(w, w_slice + k0 + kk, ld_w);  // B[k][n] = W_hh[k][j0 + n]
         if constexpr (kFloat) {
-          mma_tile_product<scalar_t>(acc_hi, acc_lo, a_hi, w, p.split_tf32);
-        } else {
-          wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a_lo;
+          wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kK, Precision, wmma::row_major> a;
+          wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kK, Precision, wmma::col_major> w;
+          wmma::load_matrix_sync(a, d_hi + kk, ld_d);
+          wmma::load_matrix_sync(w, w_slice + k0 + kk, ld_w);  // B[k][n] = W_hh[k][j0 + n]
+          mma_tile_product<scalar_t>(acc_hi, acc_lo, a, w, split_tf32);
+        } else {  // as checked on the GPU (Note [Verified CUDA kernel variants])
+          wmma::fragment<wmma::matrix_a, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::row_major> a_hi, a_lo;
+          wmma::fragment<wmma::matrix_b, kMmaTile, kMmaTile, kMmaTile, scalar_t, wmma::col_major> w;
+          wmma::load_matrix_sync(a_hi, d_hi + kk, ld_d);
           wmma::load_matrix_sync(a_lo, d_lo + kk, ld_d);
+          wmma::load_matrix_sync(w, w_slice + k0 + kk, ld_w);  // B[k][n] = W_hh[k][j0 + n]
           wmma::mma_sync(acc_hi, a_hi, w, acc_hi);
           wmma::mma_sync(acc_lo, a_lo, w, acc_lo);
         }
@@ -906,6 +932,8 @@ __device__ __forceinline__ void backward_step_mma_tile(const BackwardSequencePar
 #endif
 }
 
+// float16 / bfloat16. (Kept as it passed the GPU check: the float kernel below is its copy with
+// split_tf32 rather than a shared helper, so that this one compiles to the same code.)
 template <typename scalar_t>
 __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
     lstm_backward_persistent_mma(const BackwardSequenceParams<scalar_t, float> p, int k_chunk) {
@@ -917,8 +945,8 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
   const int ld_w = static_cast<int>(k_round) + kMmaPad;
   scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);   // [16][ld_w]: column j0 + n
   scalar_t* d_hi = w_slice + kMmaTile * ld_w;                   // [16][k_chunk + 8]
-  scalar_t* d_lo = d_hi + kMmaTile * (k_chunk + kMmaPad);        // [16][k_chunk + 8], 16-bit only
-  float* partial = reinterpret_cast<float*>(d_hi + kStagedDgates<scalar_t> * kMmaTile * (k_chunk + kMmaPad));
+  scalar_t* d_lo = d_hi + kMmaTile * (k_chunk + kMmaPad);        // [16][k_chunk + 8]
+  float* partial = reinterpret_cast<float*>(d_lo + kMmaTile * (k_chunk + kMmaPad));
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kMmaTile;
 
   // The W_hh slice, once: 16 consecutive threads read one row's 16 columns (32 bytes).
@@ -932,7 +960,43 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
     const StepRows step = p.schedule[k];
     if (static_cast<int64_t>(blockIdx.y) * kMmaTile < step.rows) {
       backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y,
-                             k_chunk, w_slice, k_round, d_hi, d_lo, partial);
+                             k_chunk, w_slice, k_round, d_hi, d_lo, partial, /*split_tf32=*/false);
+    }
+    grid.sync();
+  }
+}
+
+// float as TF32 or 3xTF32 (Note [Tensor-core precision]); a template only so that the header can
+// define it.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kMmaBackwardThreads, 1)
+    lstm_backward_persistent_mma_tf32(const BackwardSequenceParams<scalar_t, float> p, int k_chunk,
+                                      bool split_tf32) {
+  static_assert(std::is_same_v<scalar_t, float>, "float only: half types take lstm_backward_persistent_mma");
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int64_t H = p.cell.hidden, K = kNumGates * H;
+  const int64_t k_round = round_up(K, kMmaBackwardGranule);
+  const int ld_w = static_cast<int>(k_round) + kMmaPad;
+  scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);   // [16][ld_w]: column j0 + n
+  scalar_t* d_hi = w_slice + kMmaTile * ld_w;                   // [16][k_chunk + 8]
+  float* partial = d_hi + kMmaTile * (k_chunk + kMmaPad);       // one staged copy: fp32 dgates
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kMmaTile;
+
+  // The W_hh slice, once: 16 consecutive threads read one row's 16 columns (32 bytes).
+  const scalar_t zero = DeviceScalar<scalar_t>::from_acc(0.0f);
+  for (int64_t e = threadIdx.x; e < kMmaTile * k_round; e += kMmaBackwardThreads) {
+    const int64_t k = e / kMmaTile, j = j0 + e % kMmaTile;
+    w_slice[(e % kMmaTile) * ld_w + k] = (k < K && j < H) ? p.weight_hh[k * H + j] : zero;
+  }
+  __syncthreads();
+  for (int64_t k = p.num_steps - 1; k >= 0; --k) {
+    const StepRows step = p.schedule[k];
+    if (static_cast<int64_t>(blockIdx.y) * kMmaTile < step.rows) {
+      backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y,
+                             k_chunk, w_slice, k_round, d_hi, /*d_lo=*/static_cast<scalar_t*>(nullptr), partial,
+                             split_tf32);
     }
     grid.sync();
   }
@@ -996,6 +1060,7 @@ struct ForwardTileKind {
   ForwardTile tile;
   int threads, granule, batch_tile;
   int k_split;  // the tensor-core tile's warps per gate
+  bool takes_split_tf32;  // its kernels take split_tf32 after their other arguments (the 8-warp tile)
   const void* step_kernel;
   const void* persistent_kernel;
   size_t smem_bytes(int k_chunk) const {
@@ -1023,16 +1088,16 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
     // Float on tensor cores always takes the 8-warp tile (the 4-warp tile has no TF32 path).
     const bool eight_warps = !is_half_type<scalar_t>() || mma_k_split == kMma8KSplit;
     if (tensor_cores && eight_warps && (is_half_type<scalar_t>() || batch > kSmallBatchMax)) {
-      return {ForwardTile::kMma, kMma8Threads, kMmaGranule, kMmaTile, kMma8KSplit,
+      return {ForwardTile::kMma, kMma8Threads, kMmaGranule, kMmaTile, kMma8KSplit, true,
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma8<scalar_t, true>)
                            : reinterpret_cast<const void*>(&lstm_forward_step_mma8<scalar_t, false>),
-              vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 5>)
-                           : reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 4>)};
+              vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent_mma8<scalar_t, true>)
+                           : reinterpret_cast<const void*>(&lstm_forward_persistent_mma8<scalar_t, false>)};
     }
   }
   if constexpr (is_half_type<scalar_t>()) {
     if (tensor_cores) {
-      return {ForwardTile::kMma, kMmaThreads, kMmaGranule, kMmaTile, 1,
+      return {ForwardTile::kMma, kMmaThreads, kMmaGranule, kMmaTile, 1, false,
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, true>)
                            : reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, false>),
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
@@ -1040,11 +1105,11 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
     }
   }
   if (batch <= kSmallBatchMax) {
-    return {ForwardTile::kSplitK, kSimtThreads, kSplitKGranule, kSmallBatchTile, 1,
+    return {ForwardTile::kSplitK, kSimtThreads, kSplitKGranule, kSmallBatchTile, 1, false,
             reinterpret_cast<const void*>(&lstm_forward_step_splitk<scalar_t, acc_t>),
             reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 3>)};
   }
-  return {ForwardTile::kSimt, kSimtThreads, kSimtGranule, kSimtBatchTile, 1,
+  return {ForwardTile::kSimt, kSimtThreads, kSimtGranule, kSimtBatchTile, 1, false,
           reinterpret_cast<const void*>(&lstm_forward_step_simt<scalar_t, acc_t>),
           reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>)};
 }
@@ -1055,7 +1120,7 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& p,
                                       const StepRows* schedule, int64_t num_steps, int64_t batch,
-                                      bool tensor_cores, int mma_k_split, bool vector_loads,
+                                      bool tensor_cores, int mma_k_split, bool vector_loads, bool split_tf32,
                                       const DeviceLimits& limits, cudaStream_t stream) {
   const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, mma_k_split, vector_loads, batch);
   const dim3 grid = kind.grid(p.hidden, batch);
@@ -1072,7 +1137,7 @@ cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& 
     if (err != cudaSuccess) return err;
     if (!grid_fits_resident(kind.persistent_kernel, grid, kind.threads, smem, limits.multiprocessors)) continue;
     void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &schedule, &num_steps,
-                    &k_chunk, &w_resident};
+                    &k_chunk, &w_resident, &split_tf32};  // the last only where the kernel takes it
     return cudaLaunchCooperativeKernel(kind.persistent_kernel, grid, dim3(kind.threads), args, smem, stream);
   }
   return cudaErrorCooperativeLaunchTooLarge;
@@ -1082,6 +1147,7 @@ cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& 
 // launches with it. Half the opt-in shared memory keeps two blocks per multiprocessor.
 struct ForwardStepLaunch {
   const void* kernel;
+  bool takes_split_tf32;
   dim3 block;
   int batch_tile;
   int k_chunk;
@@ -1094,6 +1160,7 @@ cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores,
   const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, mma_k_split, vector_loads, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
   launch->kernel = kind.step_kernel;
+  launch->takes_split_tf32 = kind.takes_split_tf32;
   launch->block = dim3(kind.threads);
   launch->batch_tile = kind.batch_tile;
   launch->k_chunk = widest_k_chunk(proj, kind.granule, limits.shared_memory_per_block / 2,
@@ -1104,10 +1171,10 @@ cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores,
 
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_forward_step(const ForwardStepParams<scalar_t, acc_t>& p, const ForwardStepLaunch& launch,
-                                cudaStream_t stream) {
+                                bool split_tf32, cudaStream_t stream) {
   const dim3 grid(ceil_div(p.hidden, kSimtHiddenTile), ceil_div(p.step.rows, launch.batch_tile));
   int k_chunk = launch.k_chunk;
-  void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &k_chunk};
+  void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &k_chunk, &split_tf32};  // as above
   return cudaLaunchKernel(launch.kernel, grid, launch.block, args, launch.smem, stream);
 }
 
@@ -1151,13 +1218,18 @@ cudaError_t launch_backward_recurrence(const BackwardSequenceParams<scalar_t, ac
 // double, the W_hh slice does not fit in shared memory, or the grid cannot be resident.
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_backward_persistent_mma(const BackwardSequenceParams<scalar_t, acc_t>& p, int64_t batch,
-                                           const DeviceLimits& limits, cudaStream_t stream) {
+                                           bool split_tf32, const DeviceLimits& limits, cudaStream_t stream) {
   if constexpr (has_mma_tile<scalar_t>()) {
     const dim3 grid(ceil_div(p.cell.hidden, kMmaTile), ceil_div(batch, kMmaTile));
     const int64_t K = kNumGates * p.cell.hidden;
     const int64_t k_round = round_up(K, kMmaBackwardGranule);
     const auto bytes = [&](int chunk) { return mma_backward_smem_bytes<scalar_t>(k_round, chunk); };
-    const void* kernel = reinterpret_cast<const void*>(&lstm_backward_persistent_mma<scalar_t>);
+    const void* kernel = nullptr;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      kernel = reinterpret_cast<const void*>(&lstm_backward_persistent_mma_tf32<float>);
+    } else {
+      kernel = reinterpret_cast<const void*>(&lstm_backward_persistent_mma<scalar_t>);
+    }
     const int widest = widest_k_chunk(K, kMmaBackwardGranule, limits.shared_memory_per_block,
                                       limits.forced_k_chunk, bytes);
     // All of K staged at once when it fits; else, or when that grid cannot be resident, the
@@ -1169,11 +1241,12 @@ cudaError_t launch_backward_persistent_mma(const BackwardSequenceParams<scalar_t
       cudaError_t err = allow_shared_memory(kernel, smem);
       if (err != cudaSuccess) return err;
       if (!grid_fits_resident(kernel, grid, kMmaBackwardThreads, smem, limits.multiprocessors)) continue;
-      void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p), &k_chunk};
+      // split_tf32: read by the float kernel only.
+      void* args[] = {const_cast<BackwardSequenceParams<scalar_t, acc_t>*>(&p), &k_chunk, &split_tf32};
       return cudaLaunchCooperativeKernel(kernel, grid, dim3(kMmaBackwardThreads), args, smem, stream);
     }
   }
-  (void)p, (void)batch, (void)limits, (void)stream;
+  (void)p, (void)batch, (void)split_tf32, (void)limits, (void)stream;
   return cudaErrorCooperativeLaunchTooLarge;
 }
 

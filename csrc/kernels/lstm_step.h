@@ -45,7 +45,6 @@ struct ForwardStepParams {
   acc_t* gates_ws;               // [N, 4H] activated gates, or nullptr when not training
   acc_t* cells_ws;               // [N, H] c_t, or nullptr when not training
   scalar_t* h_unprojected;       // [B, H] o * tanh(c) when a projection follows, else nullptr
-  bool split_tf32;               // float on tensor cores: 3xTF32 (true) or TF32 (Note [Tensor-core precision])
 };
 
 // Where batch row b reads h_{prev}[b, k] from: the previous processed step, or hx.
@@ -110,7 +109,6 @@ struct BackwardSequenceParams {
   const acc_t* grad_output;       // [N, H] or nullptr
   const acc_t* grad_hy;           // [B, H] or nullptr
   BackwardPointwiseParams<acc_t> cell;  // gates, cells, cx, dc_carry, dgates (step, dh unused)
-  bool split_tf32;                // as ForwardStepParams::split_tf32
 };
 
 }  // namespace kernels
