@@ -309,6 +309,12 @@ def lstm_layer(
         hx = input.new_zeros((batch, proj))
     if cx is None:
         cx = input.new_zeros((batch, hidden))
+    elif cx is hx:
+        # One tensor as both states (h = c = zeros(...)): dynamo refuses an autograd.Function
+        # given the same tensor twice ("duplicate tensor input"). A view is a distinct tensor
+        # over the same memory: no copy, and its gradient flows back into the one tensor (the
+        # op only reads its inputs, so the aliasing is harmless).
+        cx = cx.view_as(cx)
     args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     args = (*args, batch_sizes, reverse, _requires_grad(args))
     if torch.compiler.is_compiling():
@@ -316,6 +322,13 @@ def lstm_layer(
         output, hy, cy, _, _ = _LSTMLayerFunctionBase.apply(*args)
     elif torch._C._are_functorch_transforms_active():
         output, hy, cy, _, _ = LSTMLayerFunction.apply(*args)
+    elif torch._C._is_tracing():
+        # Note [TorchScript tracing]: the tracer cannot record a Python autograd.Function in a
+        # graph it can save (and records it with per-call constants, so the trace check fails).
+        # The raw op is a TorchScript-visible call, fused_lstm::lstm_layer_forward, which
+        # torch.jit.save/load keep (the loading process must `import fused_lstm` to register
+        # it). The op has no autograd kernel: a traced graph is for inference, so no workspace.
+        output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
     else:
         output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
     return output, hy, cy
