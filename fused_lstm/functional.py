@@ -1,5 +1,6 @@
 """Functional, differentiable API for one LSTM layer (one direction) on the fused ops."""
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -328,10 +329,18 @@ def lstm_layer(
         # The raw op is a TorchScript-visible call, fused_lstm::lstm_layer_forward, which
         # torch.jit.save/load keep (the loading process must `import fused_lstm` to register
         # it). The op has no autograd kernel: a traced graph is for inference, so no workspace.
+        if args[-1]:
+            warnings.warn(_TRACED_NO_AUTOGRAD, stacklevel=2)
         output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
     else:
         output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
     return output, hy, cy
+
+
+_TRACED_NO_AUTOGRAD = (
+    "fused_lstm: torch.jit.trace records fused_lstm::lstm_layer_forward, which has no autograd "
+    "kernel: the traced module is for inference (no gradients flow through it). Train the "
+    "eager or torch.compile'd module; trace under torch.no_grad() to silence this.")
 
 
 def _apply_outside_transforms(function, args):

@@ -14,6 +14,12 @@ def trace_save_load(model, args, path):
     return traced, torch.jit.load(str(path))
 
 
+def test_trace_with_grad_warns_that_the_trace_is_for_inference():
+    model = fused_lstm.LSTM(4, 6)
+    with pytest.warns(UserWarning, match="the traced module is for inference"):
+        torch.jit.trace(model, (torch.randn(3, 2, 4),))
+
+
 @pytest.mark.parametrize("kind", ["lstm", "cell"])
 def test_trace_save_load_matches_nn(kind, tmp_path):
     torch.manual_seed(0)
@@ -25,7 +31,8 @@ def test_trace_save_load_matches_nn(kind, tmp_path):
         args = (torch.randn(2, 4), (torch.randn(2, 6), torch.randn(2, 6)))
     fused = fused_lstm.convert(ref)
     _, ref_loaded = trace_save_load(ref, args, tmp_path / "ref.pt")
-    _, loaded = trace_save_load(fused, args, tmp_path / "fused.pt")
+    with torch.no_grad():  # a trace for inference, which is what the traced op can do
+        _, loaded = trace_save_load(fused, args, tmp_path / "fused.pt")
     assert "fused_lstm::lstm_layer_forward" in str(loaded.inlined_graph)
     # new values too: the loaded graph computes, it did not freeze the traced outputs
     torch.manual_seed(1)
