@@ -289,11 +289,11 @@ def test_autocast_bf16_cpu_like_nn_lstm(x_dtype, packed):
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("x_dtype", [F32, torch.bfloat16], ids=["x-f32", "x-bf16"])
 @pytest.mark.parametrize("kind", ["padded", "batch-first", "unbatched", "packed", "packed-state",
-                                  "proj"])
+                                  "proj", "packed-proj"])
 def test_autocast_cpu_result_dtype_like_nn_lstm(kind, x_dtype, autocast_dtype):
     """nn.LSTM's CPU autocast dtype policy, input kind by input kind (nn.LSTM's float16 padded
     CPU path fails in oneDNN: there the fused module runs float16, the autocast dtype)."""
-    cfg = {"batch_first": kind == "batch-first", "proj_size": P if kind == "proj" else 0}
+    cfg = {"batch_first": kind == "batch-first", "proj_size": P if kind.endswith("proj") else 0}
     ref, fused = make_pair(cfg, F32)
     x = torch.randn(3, 2, I).to(x_dtype)
     hx = None
