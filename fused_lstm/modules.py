@@ -389,6 +389,12 @@ class LSTM(nn.Module):
         # (_parameters, not the attribute: nn.Module.__getattr__ costs 0.6 us; functional_call,
         # which puts ExpandedWeights in place, swaps them into _parameters)
         if _route_to_aten(self._parameters["weight_ih_l0"]):
+            if self.proj_size > 0 and _in_onnx_export():
+                # torch's exporters turn aten::lstm with projections into an ONNX LSTM without
+                # them (onnxruntime then rejects the state shapes): say so at export instead.
+                raise NotImplementedError(
+                    "fused_lstm ONNX export: proj_size is not supported (ONNX's LSTM operator "
+                    "has no projection); export a model without proj_size")
             return self._run_aten(input, hx, batch_sizes)
         device_type = input.device.type
         if _autocast_enabled(device_type):

@@ -17,8 +17,9 @@ Needs the `onnx` and `onnxscript` packages (and `onnxruntime` to run the result)
 A plain `torch.onnx.export(model, args)` (dynamo=True, the default, or the TorchScript exporter
 with dynamo=False) also works: while it runs, the modules call aten::lstm as nn.LSTM does
 (Note [Routes off the fused op] in modules.py), which both exporters map to ONNX's LSTM, one
-node per layer (bidirectional layers as one node). Models with proj_size or PackedSequence input
-then get whatever torch's exporter does for nn.LSTM.
+node per layer (bidirectional layers as one node). proj_size raises the same error as here
+(torch's exporters would write an ONNX LSTM without the projection, which onnxruntime rejects);
+PackedSequence input fails in torch.export, as with nn.LSTM.
 """
 from __future__ import annotations
 
