@@ -13,7 +13,28 @@ import torch
 from torch import Tensor, nn
 
 from .functional import lstm_layer
-from .modules import _autocast_cast, _autocast_enabled, _copy_requires_grad
+from .modules import (
+    _SCRIPT_UNSUPPORTED,
+    _autocast_cast,
+    _autocast_enabled,
+    _copy_requires_grad,
+    _route_to_aten,
+)
+
+
+def _lstm_cell_composite(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor,
+                         weight_hh: Tensor, bias_ih: Optional[Tensor],
+                         bias_hh: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """One step in torch ops (aten's lstm_cell, written out): for ONNX export, ExpandedWeights
+    (F.linear is one of the functions it has per-sample rules for) and hidden_size == 0, which
+    the fused op rejects. Under autocast F.linear casts as in nn.LSTMCell."""
+    gates = (nn.functional.linear(input, weight_ih, bias_ih)
+             + nn.functional.linear(hx, weight_hh, bias_hh))
+    # unflatten/unbind rather than chunk: chunk(4) of an empty dimension gives one chunk.
+    i, f, g, o = gates.unflatten(1, (4, -1) if gates.size(1) else (4, 0)).unbind(1)
+    c_1 = f.sigmoid() * cx + i.sigmoid() * g.tanh()
+    h_1 = o.sigmoid() * c_1.tanh()
+    return h_1, c_1
 
 
 class LSTMCell(nn.Module):
@@ -29,9 +50,14 @@ class LSTMCell(nn.Module):
     ``[4H]`` (``None`` when ``bias=False``), gate order i, f, g, o, all initialised from
     ``U(-1/sqrt(H), 1/sqrt(H))``.
 
-    Under autocast the step runs in the autocast dtype (inputs, states and weights are cast, as
-    DESIGN.md says for the fused modules), so ``h_1``/``c_1`` come back in that dtype (CUDA
-    nn.LSTMCell does the same; CPU nn.LSTMCell returns float32 there).
+    Under autocast the step runs in one dtype (inputs, states and weights are cast to it, as
+    DESIGN.md says for the fused modules), nn.LSTMCell's result dtype: on CUDA the autocast
+    dtype (CUDA autocast runs aten::lstm_cell in it); on CPU the autocast dtype promoted with
+    ``c_0``'s (CPU nn.LSTMCell runs its two linears in the autocast dtype, then the cell update
+    promotes with ``c_0``: float32 states give float32 ``h_1``/``c_1``).
+
+    ``hidden_size=0`` is accepted as by nn.LSTMCell (empty states). TorchScript: see
+    ``fused_lstm.LSTM``.
     """
 
     __constants__ = ["input_size", "hidden_size", "bias"]
@@ -88,6 +114,10 @@ class LSTMCell(nn.Module):
         return cell.train(self.training)
 
     # -- forward ------------------------------------------------------------------------------
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this before compiling a module (and each submodule).
+        raise RuntimeError(_SCRIPT_UNSUPPORTED.format(name="LSTMCell"))
+
     def forward(self, input: Tensor,
                 hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         # Checks in nn.LSTMCell's order, with its exception classes and (where it has one that
@@ -136,10 +166,15 @@ class LSTMCell(nn.Module):
 
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         device_type = input.device.type
-        if _autocast_enabled(device_type):
-            # Run the whole step in the autocast dtype, with autocast off inside (the op's own
-            # GEMMs must not be re-cast underneath it).
+        if _route_to_aten(weights[0]) or self.hidden_size == 0:
+            # Note [Routes off the fused op] in modules.py; the fused op needs hidden_size > 0.
+            h_1, c_1 = _lstm_cell_composite(input, hx[0], hx[1], *weights)
+        elif _autocast_enabled(device_type):
+            # Run the whole step in one dtype, with autocast off inside (the op's own GEMMs must
+            # not be re-cast underneath it): nn.LSTMCell's result dtype (class docstring).
             dtype = torch.get_autocast_dtype(device_type)
+            if device_type == "cpu":
+                dtype = torch.promote_types(dtype, hx[1].dtype)
             input, h, c = (_autocast_cast(t, dtype) for t in (input, hx[0], hx[1]))
             weights = tuple(_autocast_cast(w, dtype) if w is not None else None for w in weights)
             with torch.autocast(device_type, enabled=False):

@@ -1,5 +1,6 @@
 """Functional, differentiable API for one LSTM layer (one direction) on the fused ops."""
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -309,6 +310,12 @@ def lstm_layer(
         hx = input.new_zeros((batch, proj))
     if cx is None:
         cx = input.new_zeros((batch, hidden))
+    elif cx is hx:
+        # One tensor as both states (h = c = zeros(...)): dynamo refuses an autograd.Function
+        # given the same tensor twice ("duplicate tensor input"). A view is a distinct tensor
+        # over the same memory: no copy, and its gradient flows back into the one tensor (the
+        # op only reads its inputs, so the aliasing is harmless).
+        cx = cx.view_as(cx)
     args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
     args = (*args, batch_sizes, reverse, _requires_grad(args))
     if torch.compiler.is_compiling():
@@ -316,9 +323,24 @@ def lstm_layer(
         output, hy, cy, _, _ = _LSTMLayerFunctionBase.apply(*args)
     elif torch._C._are_functorch_transforms_active():
         output, hy, cy, _, _ = LSTMLayerFunction.apply(*args)
+    elif torch._C._is_tracing():
+        # Note [TorchScript tracing]: the tracer cannot record a Python autograd.Function in a
+        # graph it can save (and records it with per-call constants, so the trace check fails).
+        # The raw op is a TorchScript-visible call, fused_lstm::lstm_layer_forward, which
+        # torch.jit.save/load keep (the loading process must `import fused_lstm` to register
+        # it). The op has no autograd kernel: a traced graph is for inference, so no workspace.
+        if args[-1]:
+            warnings.warn(_TRACED_NO_AUTOGRAD, stacklevel=2)
+        output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
     else:
         output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
     return output, hy, cy
+
+
+_TRACED_NO_AUTOGRAD = (
+    "fused_lstm: torch.jit.trace records fused_lstm::lstm_layer_forward, which has no autograd "
+    "kernel: the traced module is for inference (no gradients flow through it). Train the "
+    "eager or torch.compile'd module; trace under torch.no_grad() to silence this.")
 
 
 def _apply_outside_transforms(function, args):

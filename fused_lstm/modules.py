@@ -14,8 +14,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import onnx as _onnx
 from ._ops import check_batch_sizes_not_vmapped
 from .functional import lstm_layer
+
+try:  # what torch.nn.utils._per_sample_grad.call_for_per_sample_grads puts in place of weights
+    from torch.nn.utils._expanded_weights.expanded_weights_impl import (
+        ExpandedWeight as _ExpandedWeight,
+    )
+except ImportError:  # pragma: no cover - a torch without ExpandedWeights: nothing to detect
+    _ExpandedWeight = ()
 
 
 def _apply_permutation(tensor: Tensor, permutation: Tensor, dim: int = 1) -> Tensor:
@@ -39,6 +47,50 @@ def _autocast_cast(tensor: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
     return tensor.to(dtype)
 
 
+# torch.jit.script cannot compile the modules' forward (Python autograd.Functions, closures,
+# keyword-argument expansion); tracing works (Note [TorchScript tracing] in functional.py).
+_SCRIPT_UNSUPPORTED = (
+    "fused_lstm.{name} does not support torch.jit.script (its forward calls Python "
+    "autograd.Functions, which TorchScript cannot compile). Use torch.compile or torch.export "
+    "instead; torch.jit.trace also works (the traced graph calls the torch.ops.fused_lstm ops: "
+    "`import fused_lstm` before torch.jit.load); or script the torch.nn modules that "
+    "fused_lstm.revert(model) gives back.")
+
+
+try:
+    # torch.onnx.is_in_onnx_export() reads these two flags, but imports their modules on every
+    # call (over 1 us): imported once here for the hot path's check. The field, not the
+    # in_onnx_export property: dynamo refuses to trace torch.onnx's functions (a graph break).
+    from torch.onnx._internal.exporter import _flags as _onnx_flags
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _onnx_globals
+
+    def _in_onnx_export() -> bool:
+        return _onnx_globals._in_onnx_export or _onnx_flags._is_onnx_exporting
+except ImportError:  # pragma: no cover - another torch's layout: the public, slower call
+    _in_onnx_export = torch.onnx.is_in_onnx_export
+
+
+def _route_to_aten(weight: Tensor) -> bool:
+    """Whether to run torch's own LSTM ops instead of the fused op (Note [Routes off the fused
+    op]). Cheap (about 0.2 us): a type test and two flag reads, on the hot path."""
+    return (isinstance(weight, _ExpandedWeight)
+            or (_in_onnx_export() and not _onnx.translating()))
+
+
+# Note [Routes off the fused op]
+# Two callers cannot use fused_lstm::lstm_layer_forward and get torch's own ops instead, the
+# ones nn.LSTM / nn.LSTMCell would run, so they behave as nn does:
+# - torch.onnx.export (either exporter, while torch.onnx.is_in_onnx_export()): aten::lstm, which
+#   both exporters turn into ONNX's LSTM operator (the cell: F.linear and pointwise ops). Not
+#   under fused_lstm.onnx.export, whose translation table maps the fused op itself.
+# - ExpandedWeights (torch.nn.utils._per_sample_grad.call_for_per_sample_grads, which DP-SGD
+#   libraries build on): ExpandedWeight handles only the torch functions it knows, among them
+#   torch.lstm (decomposed into linear ops over time) and F.linear, so that per-sample gradients
+#   land in each parameter's grad_sample as with nn.LSTM. The cell uses F.linear and pointwise
+#   ops, so it gets per-sample gradients where nn.LSTMCell (aten::lstm_cell) raises.
+# TorchScript tracing stays on the fused op, called raw (functional.lstm_layer).
+
+
 def _copy_requires_grad(dst: nn.Module, src: nn.Module) -> None:
     # load_state_dict copies values only; frozen weights must stay frozen across conversions.
     src_params = dict(src.named_parameters())
@@ -53,6 +105,19 @@ class LSTM(nn.Module):
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
     bidirectional=False, proj_size=0, device=None, dtype=None)``; ``forward(input, hx=None)``
     returns ``(output, (h_n, c_n))`` and accepts batched, unbatched and packed input.
+
+    Where it differs from nn.LSTM on purpose:
+
+    - Autocast on CUDA: runs in the autocast dtype, bfloat16 included; nn.LSTM's cuDNN path
+      runs float16 under a bfloat16 autocast (its autocast rule casts to half), with which a
+      model was measured not to learn. On CPU it returns nn.LSTM's dtypes (Note [CPU autocast
+      dtypes]), and runs float16 autocast where nn.LSTM's oneDNN path fails.
+    - TorchScript: ``torch.jit.script`` raises (use ``torch.compile`` / ``torch.export``);
+      ``torch.jit.trace`` records ``fused_lstm::lstm_layer_forward`` calls, which save and load
+      (``import fused_lstm`` first, to register the ops) and run for inference only (the traced
+      op has no autograd).
+    - ``torch.onnx.export`` and ExpandedWeights (per-sample gradients) run torch's own
+      ``aten::lstm``, as nn.LSTM does (Note [Routes off the fused op]).
     """
 
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
@@ -235,6 +300,10 @@ class LSTM(nn.Module):
             return hx
         return _apply_permutation(hx[0], permutation), _apply_permutation(hx[1], permutation)
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this before compiling a module (and each submodule).
+        raise RuntimeError(_SCRIPT_UNSUPPORTED.format(name="LSTM"))
+
     # -- forward ------------------------------------------------------------------------------
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
         orig_input = input
@@ -317,17 +386,61 @@ class LSTM(nn.Module):
 
     def _run_layers(self, input: Tensor, hx: Tuple[Tensor, Tensor],
                     batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        # (_parameters, not the attribute: nn.Module.__getattr__ costs 0.6 us; functional_call,
+        # which puts ExpandedWeights in place, swaps them into _parameters)
+        if _route_to_aten(self._parameters["weight_ih_l0"]):
+            if self.proj_size > 0 and _in_onnx_export():
+                # torch's exporters turn aten::lstm with projections into an ONNX LSTM without
+                # them (onnxruntime then rejects the state shapes): say so at export instead.
+                raise NotImplementedError(
+                    "fused_lstm ONNX export: proj_size is not supported (ONNX's LSTM operator "
+                    "has no projection); export a model without proj_size")
+            return self._run_aten(input, hx, batch_sizes)
         device_type = input.device.type
         if _autocast_enabled(device_type):
             # DESIGN.md: cast in Python to the autocast dtype, then run with autocast off, so the
             # ops' own GEMMs are not re-cast underneath them.
             dtype = torch.get_autocast_dtype(device_type)
+            out_dtype = None
+            if device_type == "cpu" and (batch_sizes is not None or self.proj_size > 0):
+                # Note [CPU autocast dtypes]: nn.LSTM's policy. Padded input without projection
+                # runs mkldnn_rnn_layer, all in the autocast dtype. Packed input and proj_size
+                # run aten's own cell loop, where autocast casts only the linears: the cell
+                # state promotes with c_0's dtype, and so do h and the output, unless projected
+                # (the projection is a linear: autocast dtype). Computing in the promoted dtype
+                # and casting the projected outputs down gives those dtypes.
+                # On CUDA the fused module runs every input kind in the autocast dtype; nn.LSTM
+                # there runs cuDNN in float16 even under a bfloat16 autocast (its cuDNN autocast
+                # rule casts to half), which we deliberately do not copy.
+                if self.proj_size > 0:
+                    out_dtype = dtype
+                dtype = torch.promote_types(dtype, hx[1].dtype)
             with torch.autocast(device_type, enabled=False):
-                return self._run_layers_cast(_autocast_cast(input, dtype),
-                                             (_autocast_cast(hx[0], dtype),
-                                              _autocast_cast(hx[1], dtype)),
-                                             batch_sizes, dtype)
+                output, h_n, c_n = self._run_layers_cast(_autocast_cast(input, dtype),
+                                                         (_autocast_cast(hx[0], dtype),
+                                                          _autocast_cast(hx[1], dtype)),
+                                                         batch_sizes, dtype)
+            if out_dtype is not None:
+                output, h_n = output.to(out_dtype), h_n.to(out_dtype)
+            return output, h_n, c_n
         return self._run_layers_cast(input, hx, batch_sizes, None)
+
+    def _run_aten(self, input: Tensor, hx: Tuple[Tensor, Tensor],
+                  batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        # nn.LSTM's own call (Note [Routes off the fused op]); input is time-major here.
+        weights = self._flat_weights
+        # ExpandedWeight decomposes torch.lstm, and on CPU the decomposition picks
+        # mkldnn_rnn_layer (which ExpandedWeight has no rule for) unless the input requires
+        # grad: nn.LSTM fails there; with mkldnn off it takes the linear-op loop.
+        mkldnn = not isinstance(weights[0], _ExpandedWeight) and torch.backends.mkldnn.enabled
+        with torch.backends.mkldnn.flags(enabled=mkldnn):
+            if batch_sizes is None:
+                return tuple(torch._VF.lstm(input, hx, weights, self.bias, self.num_layers,
+                                            self.dropout, self.training, self.bidirectional,
+                                            False))
+            return tuple(torch._VF.lstm(input, batch_sizes, hx, weights, self.bias,
+                                        self.num_layers, self.dropout, self.training,
+                                        self.bidirectional))
 
     def _run_layers_cast(self, input: Tensor, hx: Tuple[Tensor, Tensor],
                          batch_sizes: Optional[Tensor],

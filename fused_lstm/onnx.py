@@ -13,6 +13,13 @@ becomes one ONNX LSTM node, so any runtime with an LSTM kernel runs the model.
 What ONNX's LSTM cannot express raises a clear error at export: `proj_size` (no projection in
 ONNX's LSTM) and PackedSequence input (ONNX takes padded input with sequence_lens instead).
 Needs the `onnx` and `onnxscript` packages (and `onnxruntime` to run the result).
+
+A plain `torch.onnx.export(model, args)` (dynamo=True, the default, or the TorchScript exporter
+with dynamo=False) also works: while it runs, the modules call aten::lstm as nn.LSTM does
+(Note [Routes off the fused op] in modules.py), which both exporters map to ONNX's LSTM, one
+node per layer (bidirectional layers as one node). proj_size raises the same error as here
+(torch's exporters would write an ONNX LSTM without the projection, which onnxruntime rejects);
+PackedSequence input fails in torch.export, as with nn.LSTM.
 """
 from __future__ import annotations
 
@@ -49,6 +56,16 @@ def _lstm_layer_forward_onnx(input, hx, cx, weight_ih, weight_hh, bias_ih=None, 
     return op.Squeeze(y, [1]), op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), empty, empty
 
 
+_translating = False
+
+
+def translating() -> bool:
+    """True inside :func:`export`, whose table translates the fused op itself; a plain
+    torch.onnx.export instead sees the modules run aten::lstm (Note [Routes off the fused op] in
+    modules.py), which torch's exporters map to ONNX's LSTM."""
+    return _translating
+
+
 def translation_table() -> dict:
     """The custom_translation_table for torch.onnx.export(..., dynamo=True)."""
     return {torch.ops.fused_lstm.lstm_layer_forward.default: _lstm_layer_forward_onnx}
@@ -59,5 +76,11 @@ def export(model: torch.nn.Module, args: tuple, f=None, **kwargs):
     of any custom_translation_table given), traced without autograd (an exported graph is for
     inference: no backward workspace is computed). Returns the ONNXProgram."""
     table = {**translation_table(), **kwargs.pop("custom_translation_table", {})}
-    with torch.no_grad():
-        return torch.onnx.export(model, args, f, dynamo=True, custom_translation_table=table, **kwargs)
+    global _translating
+    previous, _translating = _translating, True
+    try:
+        with torch.no_grad():
+            return torch.onnx.export(model, args, f, dynamo=True, custom_translation_table=table,
+                                     **kwargs)
+    finally:
+        _translating = previous

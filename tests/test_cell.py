@@ -155,15 +155,36 @@ def test_cell_bf16_and_autocast():
     assert hb.dtype == cb.dtype == torch.bfloat16
     assert_lowp_ok(hb, hr, h64, name="bf16 h_1")
     assert_lowp_ok(cb, cr, c64, name="bf16 c_1")
-    # autocast: float32 module and inputs, the step runs (and returns) in bf16
+    # autocast: float32 module and inputs; nn.LSTMCell returns float32 on CPU (its linears run in
+    # bf16, the cell update promotes with the float32 c_0), and so does the fused cell
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ha, ca = fused(x, (h, c))
         hr, cr = ref(x, (h, c))
-    assert ha.dtype == ca.dtype == torch.bfloat16
-    assert_lowp_ok(ha, hr.bfloat16(), h64, name="autocast h_1")
-    assert_lowp_ok(ca, cr.bfloat16(), c64, name="autocast c_1")
+    assert ha.dtype == ca.dtype == hr.dtype == cr.dtype == F32
+    assert_lowp_ok(ha, hr, h64, name="autocast h_1")
+    assert_lowp_ok(ca, cr, c64, name="autocast c_1")
     (ha.float().sum() + ca.float().sum()).backward()
     assert all(p.grad is not None and p.grad.dtype == F32 for p in fused.parameters())
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("x_dtype,state_dtype", [(F32, None), (F32, F32), (torch.bfloat16, None),
+                                                 (torch.bfloat16, F32), (F32, torch.bfloat16)],
+                         ids=["x-f32", "x-f32-state-f32", "x-bf16", "x-bf16-state-f32",
+                              "x-f32-state-bf16"])
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+def test_autocast_cpu_result_dtype_like_nn_lstmcell(autocast_dtype, x_dtype, state_dtype,
+                                                    batched):
+    ref, fused = make_pair(F32, seed=5)
+    shape = (3,) if batched else ()
+    x = torch.randn(*shape, I).to(x_dtype)
+    hx = None if state_dtype is None else tuple(torch.randn(*shape, H).to(state_dtype)
+                                                for _ in range(2))
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        got, want = fused(x, hx), ref(x, hx)
+    for name, a, b in (("h_1", got[0], want[0]), ("c_1", got[1], want[1])):
+        assert a.dtype == b.dtype, f"{name}: fused {a.dtype}, nn.LSTMCell {b.dtype}"
+        torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,3 +375,57 @@ def test_cell_meta_device():
     cell = fused_lstm.LSTMCell(I, H, device="meta")
     h, c = cell(torch.randn(2, I, device="meta"))
     assert h.device.type == c.device.type == "meta" and h.shape == c.shape == (2, H)
+
+
+# ------------------------------------------------------------------------------------------------
+# Corners: hidden_size=0; one tensor as both states under torch.compile
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+def test_hidden_size_zero_like_nn(batched):
+    """nn.LSTMCell accepts hidden_size=0 (empty states; the input still gets a zero gradient);
+    nn.LSTM rejects it in its constructor, and so does fused_lstm.LSTM."""
+    ref, fused = make_pair(F64, hidden_size=0)
+    x = torch.randn(*((2,) if batched else ()), I, dtype=F64)
+    for hx in (None, (x.new_zeros(*x.shape[:-1], 0), x.new_zeros(*x.shape[:-1], 0))):
+        xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        want, got = ref(xr, hx), fused(xf, hx)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape)
+        assert_close(grads(got, [xf], [torch.ones_like(t) for t in got])[0],
+                     grads(want, [xr], [torch.ones_like(t) for t in want])[0], name="dx")
+    for make in (nn.LSTM, fused_lstm.LSTM):
+        with pytest.raises(ValueError, match="hidden_size must be greater than zero"):
+            make(I, 0)
+
+
+@pytest.mark.parametrize("kind", ["cell", "lstm"])
+def test_compile_fullgraph_with_one_tensor_as_h_and_c(kind):
+    """h = c = zeros(...) passed as hx: no graph break (dynamo refused the autograd.Function
+    given one tensor twice), values and gradients as nn's (the shared tensor gets the sum)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    if kind == "cell":
+        ref = nn.LSTMCell(I, H, dtype=F64)
+        x, h = torch.randn(2, I, dtype=F64), torch.zeros(2, H, dtype=F64)
+    else:
+        ref = nn.LSTM(I, H, num_layers=2, dtype=F64)
+        x, h = torch.randn(3, 2, I, dtype=F64), torch.zeros(2, 2, H, dtype=F64)
+    fused = fused_lstm.convert(ref)
+
+    def run(module):
+        hh, xx = h.clone().requires_grad_(), x.clone().requires_grad_()
+        out = module(xx, (hh, hh))
+        out = out if kind == "cell" else (out[0], *out[1])
+        return [*out, *grads(out, [xx, hh, *module.parameters()],
+                             [torch.ones_like(t) for t in out])]
+
+    want = run(ref)
+    torch._dynamo.reset()
+    counters.clear()
+    run(torch.compile(fused, backend="aot_eager"))
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    torch._dynamo.reset()
+    got = run(torch.compile(fused, fullgraph=True, backend="aot_eager"))
+    for a, b in zip(got, want):
+        assert_close(a, b)

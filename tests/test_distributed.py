@@ -5,6 +5,7 @@ DDP needs nothing special from the module: its parameters are ordinary nn.Parame
 backward is an autograd.Function, so DDP's gradient hooks and all-reduce see the same tensors as
 with nn.LSTM. The same holds with NCCL on GPUs (README: "Distributed training")."""
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -52,3 +53,24 @@ def test_ddp_gloo_matches_single_process(tmp_path):
         for name, got, want in zip(names, result["params"], single.parameters()):
             torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6,
                                        msg=lambda m: f"param {name}: {m}")
+
+
+def test_ddp_example_runs_on_cpu_under_torchrun():
+    """examples/ddp_train.py (README's DDP example) as written, with torchrun, 2 processes, on
+    CPU (gloo: no GPU visible): both ranks end with the same parameters."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    example = os.path.join(root, "examples", "ddp_train.py")
+    # this checkout's fused_lstm (the script's own folder, not the root, is first on its path)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+         "--master-addr=127.0.0.1", f"--master-port={free_port()}", example],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout
+    # (the two ranks share one pipe: their lines may run together)
+    found = sorted(re.findall(r"rank (\d): loss (\d+\.\d{6}) parameter checksum (-?\d+\.\d{12})",
+                              proc.stdout))
+    assert [rank for rank, _, _ in found] == ["0", "1"], proc.stdout
+    assert found[0][2] == found[1][2], found  # DDP kept the replicas equal
+    assert found[0][1] != found[1][1], found  # while each rank trained on its own data

@@ -55,8 +55,72 @@ def test_onnx_export_runs_in_onnxruntime(name, tmp_path):
         torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-5, atol=1e-5)
 
 
-def test_onnx_export_of_proj_size_says_why(tmp_path):
+@pytest.mark.parametrize("export", ["fused_lstm.onnx.export", "torch.onnx.export"])
+def test_onnx_export_of_proj_size_says_why(export):
+    """(A plain torch.onnx.export of nn.LSTM with proj_size writes an ONNX LSTM without the
+    projection, which onnxruntime then refuses to run.)"""
     pytest.importorskip("onnxscript")
     model = fused_lstm.LSTM(4, 6, proj_size=3).eval()
+    run = fused_lstm.onnx.export if export == "fused_lstm.onnx.export" else torch.onnx.export
     with pytest.raises(Exception, match="proj_size is not supported"):
-        fused_lstm.onnx.export(model, (torch.randn(3, 2, 4),))
+        run(model, (torch.randn(3, 2, 4),))
+
+
+def run_in_onnxruntime(path, args):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path))
+    flat = [args[0]] + (list(args[1]) if len(args) > 1 else [])
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), flat)}
+    return [torch.from_numpy(o) for o in session.run(None, feeds)]
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("name", list(ONNX_CASES))
+def test_plain_torch_onnx_export_runs_like_nn_lstm(name, dynamo, tmp_path):
+    """torch.onnx.export itself (dynamo=True is its default on this torch), not
+    fused_lstm.onnx.export: the module runs aten::lstm while exporting, an ONNX LSTM node."""
+    pytest.importorskip("onnxscript")
+    onnx = pytest.importorskip("onnx")
+    model, args = make(*ONNX_CASES[name])
+    ref = model.to_torch()
+    path = tmp_path / "model.onnx"
+    with torch.no_grad():
+        if dynamo:
+            torch.onnx.export(model, args).save(str(path))
+        else:
+            torch.onnx.export(model, args, str(path), dynamo=False)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "LSTM" in ops and not any("lstm_layer" in op for op in ops), ops
+    with torch.no_grad():
+        want_out, (want_h, want_c) = ref(*args)
+    for got, want in zip(run_in_onnxruntime(path, args), (want_out, want_h, want_c)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_torch_onnx_export_of_converted_model_with_cell(tmp_path):
+    """A model of nn modules after fused_lstm.convert, with an LSTMCell too, exports with the
+    default torch.onnx.export and runs in onnxruntime like the nn model."""
+    pytest.importorskip("onnxscript")
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(4, 6)
+            self.cell = torch.nn.LSTMCell(6, 5)
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.cell(out[-1])
+
+    torch.manual_seed(0)
+    ref = Model().eval()
+    model = fused_lstm.convert(ref)
+    assert isinstance(model.lstm, fused_lstm.LSTM) and isinstance(model.cell, fused_lstm.LSTMCell)
+    x = torch.randn(3, 2, 4)
+    path = tmp_path / "model.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model, (x,)).save(str(path))
+        want = ref(x)
+    got = run_in_onnxruntime(path, (x,))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
