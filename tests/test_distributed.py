@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import fused_lstm
+
 import distributed_worker as worker
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -60,8 +62,10 @@ def test_ddp_example_runs_on_cpu_under_torchrun():
     CPU (gloo: no GPU visible): both ranks end with the same parameters."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     example = os.path.join(root, "examples", "ddp_train.py")
-    # this checkout's fused_lstm (the script's own folder, not the root, is first on its path)
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    # The fused_lstm this test process runs (an in-place build in this checkout, or an installed
+    # one): the script's own folder, not the root, is first on its path.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fused_lstm.__file__)))
+    path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
