@@ -337,7 +337,10 @@ BackwardResult lstm_layer_backward_impl(
     if (!fused) dgates_gemm.copy_(dgates);
   }
   if (want_input) {
-    grad_input = at::mm(dgates_gemm, weight_ih.to(gemm_dtype)).to(dtype).view(input.sizes());
+    grad_input = kernels.linear != nullptr
+                     ? kernels.linear(dgates_gemm, weight_ih.to(gemm_dtype).t().contiguous(), Tensor())
+                     : at::mm(dgates_gemm, weight_ih.to(gemm_dtype));
+    grad_input = grad_input.to(dtype).view(input.sizes());
   }
   if (want_weights) {
     const Tensor dgates_t = dgates_gemm.t();

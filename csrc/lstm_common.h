@@ -94,6 +94,9 @@ struct BackwardKernels {
   // Allocates the call's large internal buffers (gate gradients, carries, GEMM operands): the
   // CPU's pooled scratch memory (Note [CPU scratch memory] in cpu/scratch_pool.h); nullptr: at::empty.
   Tensor (*temporary)(at::IntArrayRef sizes, at::ScalarType dtype) = nullptr;
+  // a · wᵀ (w [N, K] contiguous) for the input gradient: the CPU's measured choice of GEMM (Note
+  // [Measured GEMM choice on CPU] in cpu/gemm_choice.h); nullptr: at::mm.
+  Tensor (*linear)(const Tensor& a, const Tensor& w, const Tensor& out) = nullptr;
 };
 
 // A host int64 buffer to fill and then copy to `device` with non_blocking=true: pinned when the

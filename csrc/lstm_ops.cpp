@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include "cpu/gate_kernels.h"
+#include "cpu/gemm_choice.h"
 #include "cpu/packed_gemm.h"
 #include "cuda_variants.h"
 
@@ -120,6 +121,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              "[Verified CUDA kernel variants]).");
   module.def("cuda_kernel_selection", &cuda_kernel_selection,
              "The CUDA kernel variants a layer would run: (dtype, sm_major, batch, has_proj, allow_tf32).");
+  module.def(
+      "cpu_kernel_choices",
+      [] {
+        pybind11::list out;
+        for (const auto& choice : fused_lstm::cpu::kernel_choices()) {
+          pybind11::dict entry;
+          entry["shape_class"] = choice.shape_class;
+          entry["chosen"] = choice.chosen;
+          entry["how"] = choice.how;
+          out.append(entry);
+        }
+        return out;
+      },
+      "The GEMM kernels chosen so far in this process, per shape class, and how (Note [Measured GEMM "
+      "choice on CPU]).");
   module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,
              "Which kernels serve the CPU per-step recurrent products here (Note [Recurrent GEMMs "
              "on CPU]).");

@@ -15,8 +15,8 @@ from .convert import convert, revert
 from .modules import LSTM
 from .reference import lstm_layer_reference
 
-__all__ = ["LSTM", "LSTMCell", "LSTMLayerFunction", "build_info", "convert", "cuda_kernel_variants",
-           "lstm_layer", "lstm_layer_reference", "revert"]
+__all__ = ["LSTM", "LSTMCell", "LSTMLayerFunction", "build_info", "convert", "cpu_kernel_choices",
+           "cuda_kernel_variants", "lstm_layer", "lstm_layer_reference", "revert"]
 __version__ = "0.1.0"
 
 
@@ -30,6 +30,15 @@ def build_info() -> dict:
     info["cpu_recurrent_gemms"] = _C.cpu_recurrent_gemms()
     info["cuda_verified_variants"] = [v["name"] for v in _C.cuda_kernel_variants() if v["verified"]]
     return info
+
+
+def cpu_kernel_choices() -> list:
+    """The CPU GEMM kernels chosen so far in this process: per shape class (kind, sizes, dtype,
+    threads), which kernel serves it and how it was chosen (the timings measured on this host at
+    the first call of that class, or the environment variable that pinned it).
+    ``FUSED_LSTM_CPU_GEMM=aten|onednn`` pins the big GEMMs, ``FUSED_LSTM_CPU_RECURRENT_GEMM=
+    mkl_packed|brgemm`` the per-step recurrent products."""
+    return [dict(c) for c in _C.cpu_kernel_choices()]
 
 
 def cuda_kernel_variants() -> list:

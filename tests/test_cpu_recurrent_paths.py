@@ -11,12 +11,14 @@ weights for (fewer than 4 steps), and one and two threads; calls reusing pooled 
 (Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls without the pool;
 and the prepared-weight cache seeing every kind of weight update.
 """
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import torch
 
 import fused_lstm
 
@@ -139,18 +141,68 @@ CHECK = textwrap.dedent("""
 """)
 
 
-# "off": MKL left out and scratch memory never pooled (FUSED_LSTM_CPU_SCRATCH_MIB=0).
-@pytest.mark.parametrize("mkl_packed", ["default", "off"])
-def test_recurrent_paths_match_nn_lstm(mkl_packed):
-    env = dict(os.environ)
-    for name in ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB"):
-        env.pop(name, None)
-    if mkl_packed == "off":
-        env.update(FUSED_LSTM_CPU_PACKED_GEMM="0", FUSED_LSTM_CPU_SCRATCH_MIB="0")
+# Every kernel choice forced in turn (Note [Measured GEMM choice on CPU]: by default each shape
+# class takes whichever is measured faster on this host); "off": MKL left out and scratch memory
+# never pooled (FUSED_LSTM_CPU_SCRATCH_MIB=0); "avx2": the CPU kernels, oneDNN and MKL all held to
+# AVX2, as on an AVX2-only host.
+ENVIRONMENTS = {
+    "default": {},
+    "off": {"FUSED_LSTM_CPU_PACKED_GEMM": "0", "FUSED_LSTM_CPU_SCRATCH_MIB": "0"},
+    "mkl": {"FUSED_LSTM_CPU_RECURRENT_GEMM": "mkl_packed", "FUSED_LSTM_CPU_GEMM": "aten"},
+    "onednn": {"FUSED_LSTM_CPU_RECURRENT_GEMM": "brgemm", "FUSED_LSTM_CPU_GEMM": "onednn"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+TUNING_VARIABLES = ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB", "FUSED_LSTM_CPU_GEMM",
+                    "FUSED_LSTM_CPU_RECURRENT_GEMM")
+
+
+@pytest.mark.parametrize("environment", list(ENVIRONMENTS))
+def test_recurrent_paths_match_nn_lstm(environment):
+    env = {k: v for k, v in os.environ.items() if k not in TUNING_VARIABLES}
+    env.update(ENVIRONMENTS[environment])
     code = CHECK.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+
+
+CHOICES = textwrap.dedent("""
+    import json, torch, fused_lstm
+    torch.manual_seed(0)
+    m = fused_lstm.LSTM(32, 64)
+    x = torch.randn(6, 16, 32, requires_grad=True)
+    m(x)[0].sum().backward()                     # input projection, recurrent products, dx
+    print(json.dumps(fused_lstm.cpu_kernel_choices()))
+""")
+
+
+@pytest.mark.parametrize("environment", ["default", "mkl", "onednn"])
+def test_kernel_choices_are_measured_or_pinned(environment):
+    env = {k: v for k, v in os.environ.items() if k not in TUNING_VARIABLES}
+    env.update(ENVIRONMENTS[environment])
+    proc = subprocess.run([sys.executable, "-c", CHOICES], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    choices = json.loads(proc.stdout.strip().splitlines()[-1])
+    linear = [c for c in choices if c["shape_class"].startswith("linear")]
+    recurrent = [c for c in choices if c["shape_class"].startswith("recurrent")]
+    if environment == "default":
+        # The forward's projection [96, 32] x [32, 256] and the backward's dx [96, 256] x [256, 32]:
+        # each measured, the faster kept.
+        assert {c["shape_class"] for c in linear} == {
+            f"linear Float M<=128 K=32 N=256 threads={torch.get_num_threads()}",
+            f"linear Float M<=128 K=256 N=32 threads={torch.get_num_threads()}"}, choices
+        for c in linear:
+            assert c["how"].startswith("measured: aten") and c["chosen"] in ("aten", "onednn"), c
+        if "MKL" in fused_lstm.build_info()["cpu_recurrent_gemms"]:  # both candidates exist
+            # The forward's blocks (depth P = 64) and the backward's (depth 4H = 256), 16 rows.
+            assert sorted(c["shape_class"].split(" N_block")[0] for c in recurrent) == [
+                "recurrent float32 rows<=16 K=256", "recurrent float32 rows<=16 K=64"], choices
+            for c in recurrent:
+                assert c["chosen"] in ("mkl_packed", "brgemm") and c["how"].startswith("measured"), c
+    else:
+        assert choices == [], choices  # pinned: nothing measured
 
 
 def test_build_info_names_the_recurrent_gemm_kernels():
@@ -166,7 +218,9 @@ def test_build_info_names_the_recurrent_gemm_kernels():
 
 @pytest.mark.parametrize("name,value", [("FUSED_LSTM_CPU_SCRATCH_MIB", "lots"),
                                         ("FUSED_LSTM_CPU_SCRATCH_MIB", "-1"),
-                                        ("FUSED_LSTM_CPU_UNIT_BLOCK", "20")])
+                                        ("FUSED_LSTM_CPU_UNIT_BLOCK", "20"),
+                                        ("FUSED_LSTM_CPU_GEMM", "mkl"),
+                                        ("FUSED_LSTM_CPU_RECURRENT_GEMM", "fastest")])
 def test_bad_tuning_variable_is_a_clear_error(name, value):
     code = ("import torch, fused_lstm\n"
             "try:\n"

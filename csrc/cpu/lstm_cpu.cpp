@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "cpu/gate_kernels.h"
+#include "cpu/gemm_choice.h"
 #include "cpu/packed_gemm.h"
 #include "cpu/scratch_pool.h"
 #include "kernels/lstm_step.h"
@@ -401,6 +402,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                              weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                              batch_sizes);
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
+  cpu::check_gemm_choice_environment();  // a bad value fails every call, not only where it is read
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc_type = opmath_type(dtype);
@@ -425,16 +427,17 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   // memory]: fresh pages for it cost a quarter of the GEMM). The biases are added in the gate
   // pass (folding them in with addmm costs a [N, 4H] broadcast copy: 12 ms of 150 at T=100 B=64
   // H=512).
+  // The GEMM is the measured choice for this host and shape (Note [Measured GEMM choice on CPU]).
   Tensor pre = cpu::scratch_empty({N, 4 * H}, bf16_gemms ? at::kBFloat16 : acc_type);
   if (bf16_gemms) {
-    at::mm_out(pre, input.reshape({N, s.input}), weight_ih.t());
+    pre = cpu::linear(input.reshape({N, s.input}), weight_ih.contiguous(), pre);
     if (!bf16_io) {  // widened for the float gate pass
       Tensor widened = cpu::scratch_empty({N, 4 * H}, acc_type);
       widened.copy_(pre);
       pre = widened;
     }
   } else {
-    at::mm_out(pre, input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).t());
+    pre = cpu::linear(input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).contiguous(), pre);
   }
   const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
                                  : at::zeros({4 * H}, acc);
@@ -468,7 +471,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     // (forward_blocked_weight), or for MKL's packed path, which transposes while packing, a
     // transposed view of W_hh's rows reordered (forward_blocked_rows).
     Tensor w_hh_blocked;
-    if (!whole_product && !amx_recurrence && cpu::BlockedOperand<scalar_t>::packs_with_mkl(B, P)) {
+    if (!whole_product && !amx_recurrence &&
+        cpu::BlockedOperand<scalar_t>::packs_with_mkl(B, P, 4 * std::min(block, H))) {
       const Tensor rows = cpu::scratch_empty({4 * H, P}, acc_type);
       forward_blocked_rows<scalar_t>(weight_hh.to(acc_type), H, block, rows);
       w_hh_blocked = rows.t();
@@ -734,7 +738,7 @@ BackwardResult lstm_layer_backward_cpu(
                                   gates, cells, output_mask,
                                   {&backward_pointwise_cpu, &backward_recurrence_cpu,
                                    input.scalar_type() == at::kBFloat16 && use_bf16_gemms(),
-                                   &cpu::scratch_empty});
+                                   &cpu::scratch_empty, &cpu::linear});
 }
 
 }  // namespace

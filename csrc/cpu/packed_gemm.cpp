@@ -88,32 +88,41 @@ std::string recurrent_gemm_kernels() {
   const std::string small = "at::mm";
 #endif
   std::string fp32 = mkl_packed_sgemm().available()
-                         ? "MKL packed SGEMM from " + std::to_string(kMklPackedMinRows) + " rows, else " + small
+                         ? "MKL packed SGEMM or " + small + " from " + std::to_string(kMklPackedMinRows) +
+                               " rows, whichever is measured faster per shape (cpu_kernel_choices()), else " + small
                          : small;
   return "fp32: " + fp32 + "; bf16: " +
          (BlockedOperandBf16::available() ? "oneDNN AMX brgemm" : "at::mm per step");
 }
 
 template <typename scalar_t>
-bool BlockedOperand<scalar_t>::packs_with_mkl(int64_t max_rows, int64_t k) {
+bool BlockedOperand<scalar_t>::mkl_packed_possible(int64_t max_rows, int64_t k) {
   return std::is_same_v<scalar_t, float> && mkl_packed_sgemm().available() &&
          max_rows >= kMklPackedMinRows && k > 0;
 }
 
 template <typename scalar_t>
+bool BlockedOperand<scalar_t>::packs_with_mkl(int64_t max_rows, int64_t k, int64_t n_block) {
+  return mkl_packed_possible(max_rows, k) &&
+         recurrent_kernel(max_rows, k, n_block, /*mkl_packed_possible=*/true) == RecurrentKernel::kMklPacked;
+}
+
+template <typename scalar_t>
 BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin,
-                                         int64_t max_rows)
+                                         int64_t max_rows, std::optional<RecurrentKernel> kernel)
     : b_(b), k_(b.size(0)), column_begin_(std::move(column_begin)) {
   const bool transposed = b.dim() == 2 && b.stride(1) != 1;  // unit stride along k
   ld_ = transposed ? b.stride(1) : b.stride(0);
   TORCH_INTERNAL_ASSERT(b.dim() == 2 && (b.stride(1) == 1 || b.stride(0) == 1) &&
-                        column_begin_.size() >= 1 &&
+                        column_begin_.size() >= 2 &&
                         b.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value);
-  TORCH_INTERNAL_ASSERT(!transposed || packs_with_mkl(max_rows, k_),
-                        "a transposed operand needs MKL's packed path");
+  const bool pack = kernel.has_value()
+                        ? *kernel == RecurrentKernel::kMklPacked && mkl_packed_possible(max_rows, k_)
+                        : packs_with_mkl(max_rows, k_, column_begin_[1] - column_begin_[0]);
+  TORCH_INTERNAL_ASSERT(!transposed || pack, "a transposed operand needs MKL's packed path");
   if constexpr (std::is_same_v<scalar_t, float>) {
     const auto& mkl = mkl_packed_sgemm();
-    if (!packs_with_mkl(max_rows, k_)) return;
+    if (!pack) return;
     // One allocation for all blocks; each block's buffer starts 64-byte aligned.
     constexpr int64_t kAlign = 64;
     std::vector<int64_t> offsets;

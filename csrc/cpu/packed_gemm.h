@@ -27,7 +27,10 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
+
+#include "cpu/gemm_choice.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -36,13 +39,18 @@ template <typename scalar_t>
 class BlockedOperand {
  public:
   // b: [k, n_total], unit row stride (b.stride(1) == 1), or -- only where packs_with_mkl(max_rows,
-  // k) -- unit column stride (a transposed view: MKL packs it transposed); block u is columns
-  // [column_begin[u], column_begin[u + 1]). Products A[m, k] · B_u follow, with m <= max_rows.
-  // b must outlive this object (the unpacked paths read it in place).
-  BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows);
+  // k, first block's width) -- unit column stride (a transposed view: MKL packs it transposed);
+  // block u is columns [column_begin[u], column_begin[u + 1]). Products A[m, k] · B_u follow,
+  // with m <= max_rows. b must outlive this object (the unpacked paths read it in place).
+  // `kernel` forces one (measurement, Note [Measured GEMM choice on CPU]); else packs_with_mkl.
+  BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows,
+                 std::optional<RecurrentKernel> kernel = std::nullopt);
 
-  // Whether products of up to max_rows rows by a depth-k operand go through MKL's packed SGEMM.
-  static bool packs_with_mkl(int64_t max_rows, int64_t k);
+  // Whether MKL's packed SGEMM can serve products of up to max_rows rows by a depth-k operand.
+  static bool mkl_packed_possible(int64_t max_rows, int64_t k);
+  // Whether it does: where possible, and measured faster on this host for blocks of n_block
+  // columns (Note [Measured GEMM choice on CPU]).
+  static bool packs_with_mkl(int64_t max_rows, int64_t k, int64_t n_block);
   BlockedOperand(const BlockedOperand&) = delete;
   BlockedOperand& operator=(const BlockedOperand&) = delete;
 

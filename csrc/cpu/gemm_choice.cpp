@@ -1,0 +1,225 @@
+// Note [Measured GEMM choice on CPU] (gemm_choice.h).
+#include "cpu/gemm_choice.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <exception>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string_view>
+#include <vector>
+
+#include "cpu/packed_gemm.h"
+
+namespace fused_lstm {
+namespace cpu {
+namespace {
+
+// ---- the environment ------------------------------------------------------------------------
+// The value of a variable that takes one of `allowed` (ValueError naming it otherwise), or "auto".
+std::string choice_from_env(const char* name, const std::vector<std::string>& allowed) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || std::strcmp(env, "auto") == 0) return "auto";
+  std::string expected = "auto";
+  for (const std::string& value : allowed) {
+    if (value == env) return value;
+    expected += ", " + value;
+  }
+  TORCH_CHECK_VALUE(false, "fused_lstm: ", name, " must be one of ", expected, ", got '", env, "'");
+}
+
+std::string big_gemm_from_env() { return choice_from_env("FUSED_LSTM_CPU_GEMM", {"aten", "onednn"}); }
+std::string recurrent_from_env() {
+  return choice_from_env("FUSED_LSTM_CPU_RECURRENT_GEMM", {"mkl_packed", "brgemm"});
+}
+
+// ---- what was chosen ------------------------------------------------------------------------
+struct Choices {
+  std::mutex mutex;
+  std::map<std::string, std::string> chosen;  // shape class -> kernel name
+  std::vector<KernelChoice> log;              // in the order made
+};
+
+Choices& choices() {
+  static Choices instance;
+  return instance;
+}
+
+std::optional<std::string> cached(const std::string& shape_class) {
+  Choices& c = choices();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  auto it = c.chosen.find(shape_class);
+  if (it == c.chosen.end()) return std::nullopt;
+  return it->second;
+}
+
+void remember(const std::string& shape_class, const std::string& kernel, const std::string& how) {
+  Choices& c = choices();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  if (c.chosen.emplace(shape_class, kernel).second) c.log.push_back({shape_class, kernel, how});
+}
+
+int64_t round_up_pow2(int64_t x) {
+  int64_t p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+// The fastest of a few timed runs of fn, after one unmeasured run (first-touch pages, oneDNN's
+// JIT, caches): the minimum, not the median, because on a loaded machine a run is only ever
+// slowed down (descheduled), never sped up. Runs until kBudgetMs of timed runs or kMaxRuns runs,
+// at least one: a big GEMM is timed once, a small product several times.
+template <typename Fn>
+double fastest_ms(Fn&& fn, bool warm_up = true) {
+  constexpr double kBudgetMs = 20.0;
+  constexpr int kMaxRuns = 7;
+  if (warm_up) fn();
+  double best = 0, total = 0;
+  for (int run = 0; run < kMaxRuns && (run == 0 || total < kBudgetMs); ++run) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    best = run == 0 ? ms : std::min(best, ms);
+    total += ms;
+  }
+  return best;
+}
+
+std::string format_ms(double ms) {
+  std::ostringstream out;
+  out.precision(3);
+  out << ms << " ms";
+  return out.str();
+}
+
+// ---- oneDNN's matmul, through the op PyTorch registers for it ---------------------------------
+// mkldnn::_linear_pointwise(X, W, B?, attr, scalars, algorithm) = X · Wᵀ (+ B): oneDNN's matmul,
+// JIT-compiled for the running CPU. Looked up once; absent in builds without oneDNN.
+using LinearPointwise = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                   std::string_view, c10::List<std::optional<at::Scalar>>,
+                                   std::optional<std::string_view>);
+
+const std::optional<c10::TypedOperatorHandle<LinearPointwise>>& onednn_linear_op() {
+  static const std::optional<c10::TypedOperatorHandle<LinearPointwise>> op =
+      []() -> std::optional<c10::TypedOperatorHandle<LinearPointwise>> {
+    const auto handle = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    if (!handle.has_value() || !handle->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return std::nullopt;
+    return handle->typed<LinearPointwise>();
+  }();
+  return op;
+}
+
+// oneDNN's result, or an undefined tensor where oneDNN cannot do this product on this CPU (it
+// has no primitive for it: bf16 on an AVX2-only CPU, say).
+at::Tensor onednn_linear(const at::Tensor& a, const at::Tensor& w) {
+  try {
+    return onednn_linear_op()->call(a.contiguous(), w.contiguous(), std::nullopt, "none",
+                                    c10::List<std::optional<at::Scalar>>(), std::nullopt);
+  } catch (const std::exception&) {  // c10::Error, or oneDNN's own dnnl::error
+    return at::Tensor();
+  }
+}
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& out) {
+  const auto dtype = a.scalar_type();
+  const bool onednn_possible = (dtype == at::kFloat || dtype == at::kBFloat16) && w.scalar_type() == dtype &&
+                               onednn_linear_op().has_value() && a.dim() == 2 && a.size(0) > 0;
+  auto run_aten = [&]() -> at::Tensor {
+    if (!out.defined()) return at::mm(a, w.t());
+    at::Tensor result = out;
+    at::mm_out(result, a, w.t());
+    return result;
+  };
+  if (!onednn_possible) return run_aten();
+  const std::string pinned = big_gemm_from_env();
+  if (pinned == "aten") return run_aten();
+  if (pinned == "onednn") {
+    const at::Tensor result = onednn_linear(a, w);
+    return result.defined() ? result : run_aten();
+  }
+
+  std::ostringstream key;
+  key << "linear " << c10::toString(dtype) << " M<=" << round_up_pow2(a.size(0)) << " K=" << a.size(1)
+      << " N=" << w.size(0) << " threads=" << at::get_num_threads();
+  const std::string shape_class = key.str();
+  std::optional<std::string> kernel = cached(shape_class);
+  if (!kernel.has_value()) {
+    // Measured on this call's own operands: big products, so one timed run each after one to
+    // warm up (first-touch pages, oneDNN's JIT); the result of the faster one is returned.
+    at::Tensor aten_result, onednn_result;
+    const double aten_ms = fastest_ms([&] { aten_result = run_aten(); });
+    std::string fastest = "aten", how = "measured: aten (at::mm) " + format_ms(aten_ms) + ", onednn ";
+    if (onednn_linear(a, w).defined()) {  // (also the warm-up run)
+      const double onednn_ms = fastest_ms([&] { onednn_result = onednn_linear(a, w); }, /*warm_up=*/false);
+      if (onednn_ms < aten_ms) fastest = "onednn";
+      how += format_ms(onednn_ms);
+    } else {
+      how += "cannot (no oneDNN primitive for it on this CPU)";
+    }
+    remember(shape_class, fastest, how);
+    // Another thread may have chosen first: every call of the class follows one choice.
+    if (cached(shape_class) == fastest) return fastest == "onednn" ? onednn_result : aten_result;
+    kernel = cached(shape_class);
+  }
+  if (*kernel == "onednn") {
+    const at::Tensor result = onednn_linear(a, w);
+    if (result.defined()) return result;
+  }
+  return run_aten();
+}
+
+RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible) {
+  if (!mkl_packed_possible) return RecurrentKernel::kBrgemm;
+  const std::string pinned = recurrent_from_env();
+  if (pinned != "auto") return pinned == "mkl_packed" ? RecurrentKernel::kMklPacked : RecurrentKernel::kBrgemm;
+  std::ostringstream key;
+  key << "recurrent float32 rows<=" << round_up_pow2(rows) << " K=" << k << " N_block=" << n_block;
+  const std::string shape_class = key.str();
+  std::optional<std::string> kernel = cached(shape_class);
+  if (!kernel.has_value()) {
+    // One block's product as one thread of a step's team runs it, on operands of this shape
+    // (the choice comes before the layer prepares its weights). Ten products per timed run.
+    const auto options = at::TensorOptions().dtype(at::kFloat);
+    const at::Tensor b = at::randn({k, n_block}, options);
+    const at::Tensor a = at::randn({rows, k}, options);
+    at::Tensor c = at::empty({rows, n_block}, options);
+    const std::vector<int64_t> one_block = {0, n_block};
+    auto time_kernel = [&](RecurrentKernel which) {
+      const BlockedOperand<float> operand(b, one_block, rows, which);
+      return fastest_ms([&] {
+        for (int i = 0; i < 10; ++i) operand.multiply(0, rows, a.const_data_ptr<float>(), k, c.data_ptr<float>(), n_block);
+      });
+    };
+    const double packed_ms = time_kernel(RecurrentKernel::kMklPacked);
+    const double brgemm_ms = time_kernel(RecurrentKernel::kBrgemm);
+    kernel = packed_ms < brgemm_ms ? "mkl_packed" : "brgemm";
+    remember(shape_class, *kernel, "measured (10 products): mkl_packed " + format_ms(packed_ms) + ", brgemm " +
+                                       format_ms(brgemm_ms));
+    kernel = cached(shape_class);
+  }
+  return *kernel == "mkl_packed" ? RecurrentKernel::kMklPacked : RecurrentKernel::kBrgemm;
+}
+
+std::vector<KernelChoice> kernel_choices() {
+  Choices& c = choices();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return c.log;
+}
+
+void check_gemm_choice_environment() {
+  (void)big_gemm_from_env();
+  (void)recurrent_from_env();
+}
+
+}  // namespace cpu
+}  // namespace fused_lstm

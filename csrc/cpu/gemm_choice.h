@@ -1,0 +1,54 @@
+// Which GEMM kernel serves a product on this CPU: measured, not assumed.
+//
+// Note [Measured GEMM choice on CPU]
+// The fastest GEMM library differs from host to host: on Intel Xeons with AMX MKL's SGEMM is as
+// fast as oneDNN's; on AMD EPYC (AVX-512 or AVX2) MKL does not pick its fast kernels and runs at
+// about half of oneDNN's speed (docs/DESIGN.md, measured facts). A choice right on one host is
+// wrong on another, so the CPU layers choose by timing the candidates on the running host the
+// first time they meet a shape class, and keep the winner for the rest of the process:
+//  - big GEMMs (the hoisted input projection x · W_ihᵀ, the backward's dgates · W_ih): ATen's
+//    at::mm (MKL on x86 wheels) or oneDNN's matmul (the mkldnn::_linear_pointwise op);
+//  - the per-block recurrent products of fp32 layers, batches of kMklPackedMinRows rows or more:
+//    MKL's packed SGEMM or oneDNN's brgemm micro-kernel (Note [Recurrent GEMMs on CPU]).
+// A shape class is (kind, rows rounded up to a power of two, the other two sizes, dtype,
+// threads). Timing uses operands of the class's shape, each candidate's fastest of a few runs;
+// it costs a few extra products on the first call of a class only. Where oneDNN has no primitive
+// for a product on this CPU (bf16 on AVX2-only CPUs), at::mm serves it. Results are deterministic
+// for a given choice; FUSED_LSTM_CPU_GEMM and FUSED_LSTM_CPU_RECURRENT_GEMM pin one (tests force
+// each in turn), and fused_lstm.cpu_kernel_choices() lists what was chosen, with the timings.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fused_lstm {
+namespace cpu {
+
+// out[M, N] = a[M, K] · wᵀ, w [N, K] contiguous (a weight as stored): into `out` (if defined) when
+// the chosen kernel writes into a given tensor (at::mm), else a new tensor; returns the result.
+// Float and bfloat16 (oneDNN's bf16 matmul where this CPU has it), other dtypes through at::mm.
+at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& out);
+
+enum class RecurrentKernel { kMklPacked, kBrgemm };
+
+// The kernel for fp32 per-block products of `rows` rows by a [k, n_block] block, where both can
+// serve (mkl_packed_possible: MKL's packed API is there and rows >= kMklPackedMinRows).
+RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible);
+
+struct KernelChoice {
+  std::string shape_class;  // e.g. "linear float32 M<=8192 K=512 N=2048 threads=2"
+  std::string chosen;
+  std::string how;          // "measured: mkl 41.2 ms, onednn 25.3 ms" or "FUSED_LSTM_CPU_GEMM=mkl"
+};
+
+// Every choice made so far in this process.
+std::vector<KernelChoice> kernel_choices();
+
+// Validates FUSED_LSTM_CPU_GEMM / FUSED_LSTM_CPU_RECURRENT_GEMM (ValueError naming the variable).
+void check_gemm_choice_environment();
+
+}  // namespace cpu
+}  // namespace fused_lstm
