@@ -7,7 +7,7 @@ whose H is a multiple of 16) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no MKL), read onc
 each environment runs in a subprocess of its own. The shapes
 cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
 shrink and (reverse direction) grow, projections, two layers, sequences too short to prepare the
-weights for (fewer than 4 steps), and one and two threads; calls reusing pooled scratch memory
+weights for (fewer than 4 steps), single steps, and one and two threads; calls reusing pooled scratch memory
 (Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls without the pool;
 and the prepared-weight cache seeing every kind of weight update.
 """
@@ -104,6 +104,9 @@ CHECK = textwrap.dedent("""
             lengths[0] = 9
             check(37, 33, dtype, threads, lengths=lengths)     # packed: steps shrink / grow
             check(12, 40, dtype, threads, T=3)                 # < 4 steps: at::mm per step
+            check(1, 40, dtype, threads, T=1, bidirectional=False)  # single steps (Note [Single
+            check(5, 33, dtype, threads, T=1, layers=2)             # steps on CPU]), H and I not
+            check(8, 17, dtype, threads, T=1)                       # multiples of the vector
 
     # Prepared weight cache (Note [Prepared weight cache]): the transposed W_hh operand (batches
     # below 8 rows) is reused only while the weight's bytes are unchanged -- whichever way they

@@ -52,6 +52,16 @@ using BackwardCellsBf16Fn = void (*)(const float* gates, const float* c, const f
                                      c10::BFloat16* dgates_rounded, int64_t hidden,
                                      int64_t j_begin, int64_t j_end);
 
+// y[b, n] = sum_k x[b, k] * w[n, k] for b < rows and n in [n_begin, n_end): a product by a weight
+// in its stored layout ([N, K], row stride ldw), as dot products along k. For the few rows of a
+// single step (T = 1 calls, LSTMCell), where a BLAS call's fixed cost and its packing of the
+// weight outweigh the arithmetic and no prepared operand would be reused (Note [Single steps on
+// CPU] in lstm_cpu.cpp). Reads each weight row once per group of kRowDotRows rows of x.
+template <typename acc_t>
+using RowDotFn = void (*)(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t ldw,
+                          int64_t k, acc_t* y, int64_t ldy, int64_t n_begin, int64_t n_end);
+constexpr int64_t kRowDotRows = 4;
+
 struct GateKernels {
   const char* instruction_set;
   ForwardCellsFn<float> forward_float;
@@ -60,11 +70,15 @@ struct GateKernels {
   BackwardCellsFn<double> backward_double;
   ForwardCellsBf16Fn forward_bf16_io;
   BackwardCellsBf16Fn backward_bf16_out;
+  RowDotFn<float> row_dot_float;
+  RowDotFn<double> row_dot_double;
 
   template <typename acc_t>
   ForwardCellsFn<acc_t> forward() const;
   template <typename acc_t>
   BackwardCellsFn<acc_t> backward() const;
+  template <typename acc_t>
+  RowDotFn<acc_t> row_dot() const;
 };
 
 template <>
@@ -75,6 +89,10 @@ template <>
 inline BackwardCellsFn<float> GateKernels::backward<float>() const { return backward_float; }
 template <>
 inline BackwardCellsFn<double> GateKernels::backward<double>() const { return backward_double; }
+template <>
+inline RowDotFn<float> GateKernels::row_dot<float>() const { return row_dot_float; }
+template <>
+inline RowDotFn<double> GateKernels::row_dot<double>() const { return row_dot_double; }
 
 // One table per build; an ISA this compiler or CPU cannot target returns the default table.
 const GateKernels& gate_kernels_default();

@@ -1,6 +1,7 @@
 // Note [Measured GEMM choice on CPU] (gemm_choice.h).
 #include "cpu/gemm_choice.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
@@ -17,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cpu/gate_kernels.h"
 #include "cpu/packed_gemm.h"
 
 namespace fused_lstm {
@@ -176,6 +178,39 @@ at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& ou
     if (result.defined()) return result;
   }
   return run_aten();
+}
+
+void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
+  const int64_t rows = x.size(0), k = x.size(1), n = w.size(0);
+  auto run_aten = [&] { at::mm_out(y, x, w.t()); };
+  auto run_row_dot = [&] {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "small_linear", [&] {
+      const auto row_dot = gate_kernels().row_dot<scalar_t>();
+      const scalar_t* x_p = x.const_data_ptr<scalar_t>();
+      const scalar_t* w_p = w.const_data_ptr<scalar_t>();
+      scalar_t* y_p = y.data_ptr<scalar_t>();
+      // Columns split over threads where there is enough work for each (64 K multiply-adds).
+      const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, rows * k));
+      at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+        row_dot(x_p, k, rows, w_p, k, k, y_p, n, begin, end);
+      });
+    });
+  };
+  const std::string pinned = big_gemm_from_env();
+  if (pinned != "auto") return pinned == "aten" ? run_aten() : run_row_dot();
+  std::ostringstream key;
+  key << "single-step " << c10::toString(x.scalar_type()) << " rows=" << rows << " K=" << k << " N=" << n
+      << " threads=" << at::get_num_threads();
+  const std::string shape_class = key.str();
+  std::optional<std::string> kernel = cached(shape_class);
+  if (!kernel.has_value()) {
+    const double aten_ms = fastest_ms(run_aten);
+    const double row_dot_ms = fastest_ms(run_row_dot);
+    remember(shape_class, row_dot_ms < aten_ms ? "row_dot" : "aten",
+             "measured: aten (at::mm) " + format_ms(aten_ms) + ", row_dot " + format_ms(row_dot_ms));
+    kernel = cached(shape_class);
+  }
+  return *kernel == "row_dot" ? run_row_dot() : run_aten();
 }
 
 RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible) {

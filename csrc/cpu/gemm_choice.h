@@ -9,13 +9,15 @@
 //  - big GEMMs (the hoisted input projection x · W_ihᵀ, the backward's dgates · W_ih): ATen's
 //    at::mm (MKL on x86 wheels) or oneDNN's matmul (the mkldnn::_linear_pointwise op);
 //  - the per-block recurrent products of fp32 layers, batches of kMklPackedMinRows rows or more:
-//    MKL's packed SGEMM or oneDNN's brgemm micro-kernel (Note [Recurrent GEMMs on CPU]).
+//    MKL's packed SGEMM or oneDNN's brgemm micro-kernel (Note [Recurrent GEMMs on CPU]);
+//  - a single step's small products (T = 1 calls): row dot products or at::mm.
 // A shape class is (kind, rows rounded up to a power of two, the other two sizes, dtype,
 // threads). Timing uses operands of the class's shape, each candidate's fastest of a few runs;
 // it costs a few extra products on the first call of a class only. Where oneDNN has no primitive
 // for a product on this CPU (bf16 on AVX2-only CPUs), at::mm serves it. Results are deterministic
 // for a given choice; FUSED_LSTM_CPU_GEMM and FUSED_LSTM_CPU_RECURRENT_GEMM pin one (tests force
-// each in turn), and fused_lstm.cpu_kernel_choices() lists what was chosen, with the timings.
+// each in turn; FUSED_LSTM_CPU_GEMM=aten also pins the single-step products to at::mm, =onednn to
+// the row dot products), and fused_lstm.cpu_kernel_choices() lists what was chosen, with timings.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -31,6 +33,11 @@ namespace cpu {
 // the chosen kernel writes into a given tensor (at::mm), else a new tensor; returns the result.
 // Float and bfloat16 (oneDNN's bf16 matmul where this CPU has it), other dtypes through at::mm.
 at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& out);
+
+// y[rows, N] = x[rows, K] · wᵀ for a single step's few rows (Note [Single steps on CPU] in
+// lstm_cpu.cpp): dot products along w's stored rows (RowDotFn) or at::mm, whichever is measured
+// faster for this shape class. x, w contiguous; y [rows, N] contiguous.
+void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y);
 
 enum class RecurrentKernel { kMklPacked, kBrgemm };
 

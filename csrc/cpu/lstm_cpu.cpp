@@ -389,6 +389,55 @@ bool use_bf16_gemms() {
 #endif
 }
 
+// Note [Single steps on CPU]
+// One step of a few rows (T = 1 calls, LSTMCell steps, decoding loops) is two small products and
+// a gate pass: microseconds of arithmetic, so fixed costs decide. The general path adds a step
+// schedule, pooled buffers, a bias tensor and a final-state gather. Here: x · W_ihᵀ and h · W_hhᵀ
+// into two small buffers (each by at::mm or by dot products along the weights' stored rows, no
+// packing or transposed copy: whichever is measured faster on this host, Note [Measured GEMM
+// choice on CPU]), the gate pass on them, and h's final state copied from the output row.
+constexpr int64_t kSingleStepMaxRows = 8;  // more rows: the row dot products re-read the weights
+
+bool single_step_applies(const LayerShape& s, at::ScalarType dtype) {
+  return s.steps == 1 && !s.has_proj && s.batch <= kSingleStepMaxRows && s.input > 0 &&
+         (dtype == at::kFloat || dtype == at::kDouble);
+}
+
+ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, const Tensor& hx,
+                                  const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
+                                  const c10::optional<Tensor>& bias_ih, const c10::optional<Tensor>& bias_hh,
+                                  bool save_workspace) {
+  const int64_t B = s.batch, H = s.hidden, I = s.input;
+  const auto options = input.options();
+  Tensor out = at::empty({B, H}, options);
+  Tensor c_state = cx.contiguous().clone();
+  Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), options) : at::empty({0}, options);
+  Tensor cells = save_workspace ? at::empty(per_token_shape(s, H), options) : at::empty({0}, options);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_forward_cpu_single_step", [&] {
+    Tensor pre = at::empty({B, 4 * H}, options), rec = at::empty({B, 4 * H}, options);
+    cpu::small_linear(input.reshape({B, I}).contiguous(), weight_ih.contiguous(), pre);
+    cpu::small_linear(hx.contiguous(), weight_hh.contiguous(), rec);
+    std::vector<scalar_t> bias(4 * H, scalar_t(0));
+    if (s.has_bias) {
+      const scalar_t* b_ih = bias_ih->contiguous().const_data_ptr<scalar_t>();
+      const scalar_t* b_hh = bias_hh->contiguous().const_data_ptr<scalar_t>();
+      for (int64_t n = 0; n < 4 * H; ++n) bias[n] = b_ih[n] + b_hh[n];
+    }
+    const scalar_t* pre_p = pre.const_data_ptr<scalar_t>();
+    const scalar_t* rec_p = rec.const_data_ptr<scalar_t>();
+    const auto forward_cells = cpu::gate_kernels().forward<scalar_t>();
+    scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() : nullptr;
+    scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, H, bias.data(),
+                    c_state.data_ptr<scalar_t>() + b * H, out.data_ptr<scalar_t>() + b * H,
+                    gates_p ? gates_p + b * 4 * H : nullptr, cells_p ? cells_p + b * H : nullptr, H, 0, H);
+    }
+  });
+  // hy is h of the only step; a copy, not a view: the op's outputs never alias one another.
+  return {out.view(per_token_shape(s, H)), out.clone(), c_state, gates, cells};
+}
+
 ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx,
                                      const Tensor& weight_ih, const Tensor& weight_hh,
                                      const c10::optional<Tensor>& bias_ih,
@@ -403,6 +452,9 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                              batch_sizes);
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   cpu::check_gemm_choice_environment();  // a bad value fails every call, not only where it is read
+  if (single_step_applies(s, input.scalar_type())) {
+    return forward_single_step(s, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_workspace);
+  }
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc_type = opmath_type(dtype);
