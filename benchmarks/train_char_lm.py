@@ -83,15 +83,27 @@ import sys
 import sysconfig
 import time
 
+if __package__ in (None, ""):
+    # Run by path (python3 benchmarks/<script>.py, and so under torchrun), not with -m: Python
+    # put benchmarks/ on sys.path, not the repo root that holds the `benchmarks` package. Append
+    # the root (after site-packages: an installed fused_lstm keeps precedence).
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark as bench  # noqa: E402  (environment helpers; imports fused_lstm for us)
-
-fused_lstm = bench.fused_lstm
+import fused_lstm
+from benchmarks import plot
+from benchmarks.environment import (
+    describe_environment,
+    device_slug,
+    environment,
+    safe_build_info,
+)
+from benchmarks.tables import fmt_mb
+from benchmarks.workloads import storage_key
 
 # Outputs go under the repository, in a git-ignored folder, whatever the working directory.
 DEFAULT_OUT_DIR = pathlib.Path(__file__).resolve().parent / "out" / "train-char-lm"
@@ -310,7 +322,7 @@ def saved_for_backward(counter: dict, exclude: set[int]):
     keep = []
 
     def pack(t):
-        k = bench._storage_key(t)
+        k = storage_key(t)
         if k is not None and k[0] not in exclude and k[0] != 0:
             seen[k[0]] = max(seen.get(k[0], 0), k[1])
             keep.append(t)
@@ -376,7 +388,7 @@ class Trainer:
         t0 = time.perf_counter()
         with self.own_rng():
             counting = (saved_for_backward(self.saved, {k[0] for k in map(
-                bench._storage_key, self.net.parameters()) if k}) if measure_saved
+                storage_key, self.net.parameters()) if k}) if measure_saved
                 else contextlib.nullcontext())
             with counting, amp_context(self.args.amp, self.device):
                 logits, state = self.model(x, self.state)
@@ -593,8 +605,6 @@ def interchange_check(trainers: dict, p: Preset, args, val_rows: torch.Tensor,
 
 def plot_curves(result: dict, path: str) -> str:
     """Validation loss against wall-clock time and against training tokens."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import plot
     plt = plot._pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for impl, r in result["impls"].items():
@@ -633,7 +643,7 @@ def table(result: dict) -> list[str]:
         lines.append(f"| {r['module']} | {r['steps']} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tokens_per_s_median_step']:,.0f} | {r['step_ms_median']:.1f} "
                      f"[{r['step_ms_iqr']:.1f}] | {r['train_s']:.1f} | {r['wall_s']:.1f} | "
-                     f"{r['final_val_loss']:.4f} | {bench.fmt_mb(m)} |")
+                     f"{r['final_val_loss']:.4f} | {fmt_mb(m)} |")
     return lines
 
 
@@ -736,7 +746,7 @@ def print_report(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    info = bench.safe_build_info()
+    info = safe_build_info()
     args, p = parse_args(argv, info)
     if args.plot:
         with open(args.plot) as f:
@@ -752,8 +762,8 @@ def main(argv: list[str] | None = None) -> int:
     impls = list(IMPLS) if args.impl == "both" else [args.impl]
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    env = bench.environment(device, info)
-    for line in bench.describe_environment(env):
+    env = environment(device, info)
+    for line in describe_environment(env):
         say(line)
     train, val, corpus = load_corpus(args.corpus or sysconfig.get_paths()["stdlib"],
                                      p.train_bytes, p.val_bytes)
@@ -779,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     for impl in impls:
         trainers[impl] = Trainer(impl, models[impl], args, p, device, distributed, local_rank)
         trainers[impl].rng = rng0
-    stem = (f"train-char-lm-{args.preset}-{bench.device_slug(env)}"
+    stem = (f"train-char-lm-{args.preset}-{device_slug(env)}"
             + (f"-{world}proc" if distributed else "") + f"-{now.strftime('%Y%m%dT%H%M%SZ')}")
     out_dir = os.path.abspath(args.out_dir)
     checkpoint_dir = os.path.abspath(args.checkpoint_dir or out_dir)

@@ -1,0 +1,13 @@
+"""fused_lstm's benchmarks as a package: the library that benchmarks/benchmark.py (the CLI) and
+the other scripts here (train_char_lm.py, cpu_step_probe.py, gpu_step_probe.py) and the tests
+import.
+
+    suites       implementations, configs and suites (what runs)
+    timing       warm-up, synchronised interleaved timing, medians (how it is timed)
+    workloads    models, inputs, one call per mode, memory and output differences (what is timed)
+    environment  host, device, versions, commit, build (where it ran)
+    tables       markdown table, progress, JSON files (what comes out)
+
+The scripts run either way: `python3 benchmarks/benchmark.py ...` or, from the repo root,
+`python3 -m benchmarks.benchmark ...`.
+"""
