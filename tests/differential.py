@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
-from lstm_testing import assert_close, assert_lowp_ok, grads, round_module_, round_to
+from tests.lstm_testing import assert_close, assert_lowp_ok, grads, round_module_, round_to
 
 F64 = torch.float64
 MODES = ("batched", "unbatched", "packed-sorted", "packed-unsorted")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import fused_lstm
-from lstm_testing import assert_close
+from tests.lstm_testing import assert_close
 
 F64 = torch.float64
 I, H = 3, 4

@@ -24,8 +24,7 @@ CHECK = textwrap.dedent("""
     import sys, torch, fused_lstm
     from torch import nn
     from torch.nn.utils.rnn import pack_padded_sequence
-    sys.path.insert(0, TESTS_DIR)
-    from lstm_testing import rel_err
+    from tests.lstm_testing import rel_err
 
     def check(B, H, dtype, threads, proj=0, layers=1, bidirectional=True, lengths=None, T=9):
         torch.set_num_threads(threads)
@@ -147,9 +146,10 @@ def test_recurrent_paths_match_nn_lstm(mkl_packed):
         env.pop(name, None)
     if mkl_packed == "off":
         env.update(FUSED_LSTM_CPU_PACKED_GEMM="0", FUSED_LSTM_CPU_SCRATCH_MIB="0")
-    code = CHECK.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=600)
+    # From the repo root, where `python -c` finds the `tests` package (CHECK imports its helpers).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=root)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
 
 

@@ -10,18 +10,17 @@ from torch.autograd import gradcheck
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
-from lstm_testing import (
+from tests.lstm_testing import (
     KEYS,
     Case,
     assert_close,
     assert_lowp_ok,
     compare,
     copy_weights_from,
-    requires_cuda,
     run,
 )
 
-pytestmark = [pytest.mark.cuda, requires_cuda]
+pytestmark = pytest.mark.cuda
 
 F64 = torch.float64
 LOWP = [pytest.param(torch.float16, id="f16"), pytest.param(torch.bfloat16, id="bf16")]

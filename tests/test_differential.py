@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from differential import MODES, draw_config, run_config
+from tests.differential import MODES, draw_config, run_config
 
 CI_CONFIGS, CHUNKS = 512, 8
 PER_CHUNK = CI_CONFIGS // CHUNKS

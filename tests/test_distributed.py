@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import distributed_worker as worker
+from tests import distributed_worker as worker
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import fused_lstm
-from lstm_testing import (
+from tests.lstm_testing import (
     Case,
     assert_close,
     compare,

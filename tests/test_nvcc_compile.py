@@ -62,8 +62,9 @@ def test_verified_kernels_compile_as_they_were_checked_on_a_gpu(tmp_path):
     # passed the GPU check. Each of its kernels' PTX must match the fingerprint recorded then.
     import json
 
-    import fused_lstm
     from verified_kernels import FINGERPRINTS, kernel_fingerprints, nvcc_version, variant_of
+
+    import fused_lstm
 
     recorded = json.loads(FINGERPRINTS.read_text())
     if nvcc_version(NVCC) != recorded["nvcc"]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fused_lstm  # noqa: F401  (registers the ops)
-from lstm_testing import assert_close
+from tests.lstm_testing import assert_close
 
 F64 = torch.float64
 OPMATH = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
