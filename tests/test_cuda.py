@@ -297,7 +297,7 @@ def test_cuda_device_mismatch_errors():
     with pytest.raises(RuntimeError, match="bias|device"):
         fused_lstm.lstm_layer(x, hx, cx, wih, whh, bias_ih=torch.randn(4 * H), bias_hh=torch.randn(4 * H))
     m = fused_lstm.LSTM(I, H)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="weight_ih|device"):
         m(x)
 
 

@@ -134,9 +134,8 @@ def test_bf16_autocast_and_argument_errors(tmp_path, capsys):
     capsys.readouterr()
     for bad, word in ((["--amp", "fp16"], "--amp"), (["--dropout", "1"], "--dropout"),
                       (["--impl", "cudnn"], "--impl")):
-        with pytest.raises(SystemExit) as e:
+        with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
             train_char_lm.main(["--device", "cpu", *bad])
-        assert e.value.code == 2
         assert word in capsys.readouterr().err
 
 
