@@ -123,7 +123,9 @@ def assert_close(actual, expected, *, dtype=None, tol=None, name=""):
     if tol is None:
         tol = TOL[dtype if dtype is not None else expected.dtype]
     assert actual is not None, f"{name}: got None"
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, (
+        f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
     scale = max(1.0, expected.detach().abs().max().item()) if expected.numel() else 1.0
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale,
                                msg=lambda m: f"{name}: {m}")
@@ -185,14 +187,16 @@ def lengths_to_batch_sizes(lengths):
 # One-layer problems run through fused_lstm.lstm_layer / lstm_layer_reference / nn.LSTM
 # --------------------------------------------------------------------------------------------
 F64 = torch.float64
-KEYS = ("out", "hy", "cy", "grad_input", "grad_hx", "grad_cx") + tuple(f"grad_{k}" for k in PARAM_KINDS)
+KEYS = ("out", "hy", "cy", "grad_input", "grad_hx", "grad_cx") + tuple(
+    f"grad_{k}" for k in PARAM_KINDS
+)
 
 
 class Case:
     """Random problem in float64 (optionally rounded to a low-precision dtype's grid)."""
 
-    def __init__(self, T, B, I, H, P=0, bias=True, bidirectional=False, lengths=None, seed=0,
-                 round_dtype=None):
+    def __init__(self, T, B, I, H, P=0, bias=True,  # noqa: E741  (I: input size)
+                 bidirectional=False, lengths=None, seed=0, round_dtype=None):
         torch.manual_seed(seed)
         if lengths is not None:
             T, B = max(lengths), len(lengths)
@@ -230,7 +234,9 @@ def run(case, impl, dtype, *, reverse=False, with_state=True, enforce_sorted=Tru
     xin = x_view(x) if x_view is not None else x
     packed = None
     if case.lengths is not None:
-        packed = pack_padded_sequence(xin, torch.tensor(case.lengths), enforce_sorted=enforce_sorted)
+        packed = pack_padded_sequence(
+            xin, torch.tensor(case.lengths), enforce_sorted=enforce_sorted
+        )
     go, gh, gc = (t.to(device=device, dtype=dtype) for t in (case.go, case.gh, case.gc))
 
     if impl == "nn":
@@ -239,8 +245,14 @@ def run(case, impl, dtype, *, reverse=False, with_state=True, enforce_sorted=Tru
         hx = None
         if with_state:
             if m.bidirectional:
-                hx = (torch.stack([torch.zeros_like(h0), h0] if reverse else [h0, torch.zeros_like(h0)]),
-                      torch.stack([torch.zeros_like(c0), c0] if reverse else [c0, torch.zeros_like(c0)]))
+                hx = (
+                    torch.stack(
+                        [torch.zeros_like(h0), h0] if reverse else [h0, torch.zeros_like(h0)]
+                    ),
+                    torch.stack(
+                        [torch.zeros_like(c0), c0] if reverse else [c0, torch.zeros_like(c0)]
+                    ),
+                )
             else:
                 hx = (h0.unsqueeze(0), c0.unsqueeze(0))
         out, (hn, cn) = m(packed if packed is not None else xin, hx)
@@ -253,7 +265,10 @@ def run(case, impl, dtype, *, reverse=False, with_state=True, enforce_sorted=Tru
     else:
         fn = fused_lstm.lstm_layer if impl == "fused" else fused_lstm.lstm_layer_reference
         params = copy_weights_from(case.m, 0, reverse, dtype=dtype, device=device)
-        pin = {k: (w_view(v) if (w_view is not None and v is not None) else v) for k, v in params.items()}
+        pin = {
+            k: (w_view(v) if (w_view is not None and v is not None) else v)
+            for k, v in params.items()
+        }
         h_in, c_in = h0, c0
         if packed is not None:
             data, bs = packed.data, packed.batch_sizes

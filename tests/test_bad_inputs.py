@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 import fused_lstm
 from tests.lstm_testing import assert_close, grads
 
-T, B, I, H, P = 3, 2, 4, 5, 3
+T, B, I, H, P = 3, 2, 4, 5, 3  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 
 def base(packed=False, proj=False, dtype=torch.float32):
@@ -36,7 +36,8 @@ def base(packed=False, proj=False, dtype=torch.float32):
         weight_hr=torch.randn(P, H) if proj else None,
         batch_sizes=torch.tensor([2, 2, 1]) if packed else None,
     )
-    return {k: (v.to(dtype) if v is not None and v.is_floating_point() else v) for k, v in a.items()}
+    return {k: (v.to(dtype) if v is not None and v.is_floating_point() else v)
+            for k, v in a.items()}
 
 
 def call(caller, a):
@@ -67,7 +68,8 @@ EITHER = (ValueError, RuntimeError)
 CASES = {
     "input-4d": ({}, setv(input=lambda: torch.randn(T, B, I, 1)), ValueError, "input"),
     "input-1d": ({}, setv(input=lambda: torch.randn(I)), ValueError, "input"),
-    "packed-input-3d": ({"packed": True}, setv(input=lambda: torch.randn(5, 1, I)), ValueError, "input"),
+    "packed-input-3d": ({"packed": True}, setv(input=lambda: torch.randn(5, 1, I)), ValueError,
+                        "input"),
     "input-size-mismatch": ({}, setv(input=lambda: torch.randn(T, B, I + 1)), RuntimeError,
                             "input|weight_ih"),
     "hx-batch": ({}, setv(hx=lambda: torch.randn(B + 1, H)), RuntimeError, "hx"),
@@ -75,9 +77,12 @@ CASES = {
     "hx-3d": ({}, setv(hx=lambda: torch.randn(1, B, H)), EITHER, "hx"),
     "cx-batch": ({}, setv(cx=lambda: torch.randn(B + 1, H)), RuntimeError, "cx"),
     "cx-width": ({}, setv(cx=lambda: torch.randn(B, H - 1)), RuntimeError, "cx"),
-    "weight_ih-rows": ({}, setv(weight_ih=lambda: torch.randn(4 * H + 1, I)), RuntimeError, "weight_ih"),
-    "weight_hh-cols": ({}, setv(weight_hh=lambda: torch.randn(4 * H, H + 1)), RuntimeError, "weight_hh"),
-    "weight_hh-rows": ({}, setv(weight_hh=lambda: torch.randn(4 * H + 1, H)), RuntimeError, "weight_hh"),
+    "weight_ih-rows": ({}, setv(weight_ih=lambda: torch.randn(4 * H + 1, I)), RuntimeError,
+                       "weight_ih"),
+    "weight_hh-cols": ({}, setv(weight_hh=lambda: torch.randn(4 * H, H + 1)), RuntimeError,
+                       "weight_hh"),
+    "weight_hh-rows": ({}, setv(weight_hh=lambda: torch.randn(4 * H + 1, H)), RuntimeError,
+                       "weight_hh"),
     "bias_ih-shape": ({}, setv(bias_ih=lambda: torch.randn(4 * H + 1)), RuntimeError, "bias_ih"),
     "bias_hh-shape": ({}, setv(bias_hh=lambda: torch.randn(2 * H)), RuntimeError, "bias_hh"),
     "only-one-bias": ({}, setv(bias_hh=None), EITHER, "bias"),
@@ -149,22 +154,31 @@ MODULE_CASES = {
     "input-4d": (dict(), lambda: (torch.randn(T, B, I, 1),), ValueError, "input|4"),
     "input-1d": (dict(), lambda: (torch.randn(I),), ValueError, "input|1"),
     "input-size": (dict(), lambda: (torch.randn(T, B, I + 1),), RuntimeError, "input"),
-    "h0-shape": (dict(), lambda: (torch.randn(T, B, I), (torch.randn(1, B + 1, H), torch.randn(1, B, H))),
+    "h0-shape": (dict(),
+                 lambda: (torch.randn(T, B, I), (torch.randn(1, B + 1, H), torch.randn(1, B, H))),
                  RuntimeError, r"h0|hx|h_0|hidden"),
-    "h0-layers": (dict(num_layers=2), lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(2, B, H))),
+    "h0-layers": (dict(num_layers=2),
+                  lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(2, B, H))),
                   RuntimeError, r"h0|hx|h_0|hidden"),
-    "c0-shape": (dict(), lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H + 1))),
+    "c0-shape": (dict(),
+                 lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H + 1))),
                  RuntimeError, r"c0|cx|c_0|hidden|cell"),
-    "h0-proj-shape": (dict(proj_size=P), lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H))),
+    "h0-proj-shape": (dict(proj_size=P),
+                      lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H))),
                       RuntimeError, r"h0|hx|h_0|hidden"),
-    "unbatched-with-3d-state": (dict(), lambda: (torch.randn(T, I), (torch.randn(1, B, H), torch.randn(1, B, H))),
+    "unbatched-with-3d-state": (dict(),
+                                lambda: (torch.randn(T, I),
+                                         (torch.randn(1, B, H), torch.randn(1, B, H))),
                                 RuntimeError, r"h0|hx|h_0|hidden|2-?D|unbatched"),
     "int-input": (dict(), lambda: (torch.randint(0, 3, (T, B, I)),), EITHER, "input|dtype"),
     "dtype-mismatch": (dict(), lambda: (torch.randn(T, B, I, dtype=torch.float64),), EITHER,
                        "input|dtype|weight"),
-    "packed-bad-batch_sizes": (dict(), lambda: (PackedSequence(torch.randn(5, I), torch.tensor([1, 2, 2])),),
+    "packed-bad-batch_sizes": (dict(),
+                               lambda: (PackedSequence(torch.randn(5, I),
+                                                       torch.tensor([1, 2, 2])),),
                                RuntimeError, "batch_sizes"),
-    "packed-zero-batch_sizes": (dict(), lambda: (PackedSequence(torch.randn(3, I), torch.tensor([3, 0])),),
+    "packed-zero-batch_sizes": (dict(),
+                                lambda: (PackedSequence(torch.randn(3, I), torch.tensor([3, 0])),),
                                 RuntimeError, "batch_sizes"),
 }
 
@@ -181,10 +195,14 @@ CTOR_CASES = {
     "hidden_size-0": (dict(input_size=I, hidden_size=0), ValueError, "hidden_size"),
     "hidden_size-float": (dict(input_size=I, hidden_size=7.5), TypeError, "hidden_size"),
     "num_layers-0": (dict(input_size=I, hidden_size=H, num_layers=0), ValueError, "num_layers"),
-    "dropout-too-big": (dict(input_size=I, hidden_size=H, num_layers=2, dropout=1.5), ValueError, "dropout"),
-    "dropout-negative": (dict(input_size=I, hidden_size=H, num_layers=2, dropout=-0.1), ValueError, "dropout"),
-    "proj_size-negative": (dict(input_size=I, hidden_size=H, proj_size=-1), ValueError, "proj_size"),
-    "proj_size-ge-hidden": (dict(input_size=I, hidden_size=H, proj_size=H), ValueError, "proj_size"),
+    "dropout-too-big": (dict(input_size=I, hidden_size=H, num_layers=2, dropout=1.5), ValueError,
+                        "dropout"),
+    "dropout-negative": (dict(input_size=I, hidden_size=H, num_layers=2, dropout=-0.1), ValueError,
+                         "dropout"),
+    "proj_size-negative": (dict(input_size=I, hidden_size=H, proj_size=-1), ValueError,
+                           "proj_size"),
+    "proj_size-ge-hidden": (dict(input_size=I, hidden_size=H, proj_size=H), ValueError,
+                            "proj_size"),
 }
 
 
@@ -276,7 +294,8 @@ def huge_bs_sum():
     wide = 2**62
     return dict(input=torch.randn(3, I), batch_sizes=torch.tensor([wide] * 4 + [3]),
                 hx=torch.zeros(1, 1).expand(wide, 1), cx=torch.zeros(1, 1).expand(wide, 1),
-                weight_ih=torch.randn(4, I), weight_hh=torch.randn(4, 1), bias_ih=None, bias_hh=None)
+                weight_ih=torch.randn(4, I), weight_hh=torch.randn(4, 1), bias_ih=None,
+                bias_hh=None)
 
 
 # name: (call, exception class, regex the message must match: the argument's name)
@@ -285,7 +304,8 @@ RAISES = {
     "module/input-on-meta": (lambda: module_with()(meta(x3())), RuntimeError, "device"),
     "module/h0-on-meta": (lambda: module_with()(x3(), (meta(state()), state())), RuntimeError,
                           "hx on the device"),
-    "module/weight-on-meta": (lambda: module_with("weight_ih_l0", meta(torch.randn(4 * H, I)))(x3()),
+    "module/weight-on-meta": (lambda: module_with("weight_ih_l0",
+                                                  meta(torch.randn(4 * H, I)))(x3()),
                               RuntimeError, "weight_ih on the device"),
     "module/empty-packed": (lambda: module_with()(PackedSequence(torch.empty(0, I),
                                                                  torch.empty(0, dtype=torch.long))),
@@ -297,10 +317,12 @@ RAISES = {
         lambda: module_with()(PackedSequence(torch.randn(3, I), torch.tensor([2**40]))),
         RuntimeError, r"batch_sizes\[0\]"),
     "module/batch_sizes-int32": (
-        lambda: module_with()(PackedSequence(torch.randn(5, I), torch.tensor([2, 2, 1], dtype=torch.int32))),
+        lambda: module_with()(PackedSequence(torch.randn(5, I),
+                                             torch.tensor([2, 2, 1], dtype=torch.int32))),
         RuntimeError, "batch_sizes"),
     "module/batch-2^32+1-vs-h0-batch-1": (
-        lambda: module_with()(torch.zeros(1, 1, I).expand(T, BIG, I), (state(batch=1), state(batch=1))),
+        lambda: module_with()(torch.zeros(1, 1, I).expand(T, BIG, I),
+                              (state(batch=1), state(batch=1))),
         RuntimeError, r"hidden\[0\]"),
     "module/hx-not-a-pair": (lambda: module_with()(x3(), state()), TypeError, "hx"),
     "module/state_dict-wrong-hidden": (lambda: load(nn.LSTM(I, H + 1).state_dict()), RuntimeError,
@@ -313,18 +335,23 @@ RAISES = {
     "module/state_dict-bidirectional-into-one-direction": (
         lambda: load(nn.LSTM(I, H, bidirectional=True).state_dict()), RuntimeError, "_reverse"),
     "module/weight_hh-replaced-wrong-shape": (
-        lambda: module_with("weight_hh_l0", torch.randn(4 * H, H + 1))(x3()), RuntimeError, "weight_hh"),
+        lambda: module_with("weight_hh_l0", torch.randn(4 * H, H + 1))(x3()), RuntimeError,
+        "weight_hh"),
     "module/bias-replaced-wrong-dtype": (
-        lambda: module_with("bias_hh_l0", torch.randn(4 * H, dtype=F64))(x3()), ValueError, "bias_hh"),
+        lambda: module_with("bias_hh_l0", torch.randn(4 * H, dtype=F64))(x3()), ValueError,
+        "bias_hh"),
     # -- functional ----------------------------------------------------------------------------
     "functional/input-not-a-tensor": (lambda: functional(input=[[1.0] * I]), TypeError, "input"),
-    "functional/batch_sizes-a-list": (lambda: functional(input=torch.randn(5, I), batch_sizes=[2, 2, 1]),
+    "functional/batch_sizes-a-list": (lambda: functional(input=torch.randn(5, I),
+                                                         batch_sizes=[2, 2, 1]),
                                       TypeError, "batch_sizes"),
     "functional/weight_hh-None": (lambda: functional(weight_hh=None), TypeError, "weight_hh"),
-    "functional/batch_sizes-sum-overflows-int64": (lambda: functional(**huge_bs_sum()), RuntimeError,
+    "functional/batch_sizes-sum-overflows-int64": (lambda: functional(**huge_bs_sum()),
+                                                   RuntimeError,
                                                    "batch_sizes"),
     "functional/batch_sizes0-beyond-data-no-hx": (
-        lambda: functional(input=torch.randn(3, I), batch_sizes=torch.tensor([2**40]), hx=None, cx=None),
+        lambda: functional(input=torch.randn(3, I), batch_sizes=torch.tensor([2**40]), hx=None,
+                           cx=None),
         RuntimeError, r"batch_sizes\[0\]"),
     "functional/packed-batch-2^32+1-vs-hx-batch-1": (
         lambda: functional(input=torch.zeros(1, I).expand(BIG, I), batch_sizes=torch.tensor([BIG]),
@@ -336,12 +363,15 @@ RAISES = {
     "op/batch_sizes-on-meta": (
         lambda: forward_op({**base(packed=True), "batch_sizes": meta(torch.tensor([2, 2, 1]))}),
         RuntimeError, "batch_sizes"),
-    "op/batch_sizes-sum-overflows-int64": (lambda: forward_op({**base(), **huge_bs_sum()}), RuntimeError,
+    "op/batch_sizes-sum-overflows-int64": (lambda: forward_op({**base(), **huge_bs_sum()}),
+                                           RuntimeError,
                                            "batch_sizes"),
     # -- raw backward op -----------------------------------------------------------------------
     "backward/workspace-not-saved": (
-        lambda: backward_op(gates=torch.empty(0), cells=torch.empty(0)), RuntimeError, "save_workspace"),
-    "backward/gates-float64": (lambda: backward_op(gates=lambda b: b["gates"].double()), RuntimeError,
+        lambda: backward_op(gates=torch.empty(0), cells=torch.empty(0)), RuntimeError,
+        "save_workspace"),
+    "backward/gates-float64": (lambda: backward_op(gates=lambda b: b["gates"].double()),
+                               RuntimeError,
                                "gates"),
     "backward/cells-wrong-size": (lambda: backward_op(cells=torch.randn(T, B, H - 1)), RuntimeError,
                                   "cells"),
@@ -527,9 +557,10 @@ def expected_without_tokens(a, dtype):
     gen = torch.Generator().manual_seed(1)
     shapes = [(*x.shape[:-1], hx.size(1)), hx.shape, cx.shape]
     upstream = [torch.randn(s, dtype=dtype, generator=gen) for s in shapes]
-    zeros = [torch.zeros_like(a[k].to(dtype)) for k in ("input", "weight_ih", "weight_hh", "bias_ih",
-                                                         "bias_hh")]
-    return [torch.empty(shapes[0], dtype=dtype), hx, cx, zeros[0], upstream[1], upstream[2], *zeros[1:]]
+    zeros = [torch.zeros_like(a[k].to(dtype))
+             for k in ("input", "weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    return [torch.empty(shapes[0], dtype=dtype), hx, cx, zeros[0], upstream[1], upstream[2],
+            *zeros[1:]]
 
 
 def expanded(shape):

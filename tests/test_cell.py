@@ -10,7 +10,7 @@ import fused_lstm
 from tests.lstm_testing import assert_close, assert_lowp_ok, grads, make_pair
 
 F64, F32 = torch.float64, torch.float32
-I, H = 3, 4
+I, H = 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 
 def run_cell(cell, x, hx, gh, gc):

@@ -9,7 +9,7 @@ import fused_lstm
 from tests.lstm_testing import assert_close
 
 F64 = torch.float64
-I, H = 3, 4
+I, H = 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 
 class Model(nn.Module):

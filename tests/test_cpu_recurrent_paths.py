@@ -30,7 +30,8 @@ CHECK = textwrap.dedent("""
         torch.set_num_threads(threads)
         torch.manual_seed(B * 1000 + H)
         I = 24
-        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional, proj_size=proj).to(dtype)
+        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
+                      proj_size=proj).to(dtype)
         fused = fused_lstm.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
                                 proj_size=proj).to(dtype)
         fused.load_state_dict(ref.state_dict())
@@ -65,7 +66,8 @@ CHECK = textwrap.dedent("""
         x = torch.randn(9, B, I, dtype=torch.float64).to(torch.bfloat16)
         results = {}
         for name, m, dtype in (("ref", ref64, torch.float64),
-                               ("nn", nn.LSTM(I, H, bidirectional=True, proj_size=proj), torch.bfloat16),
+                               ("nn", nn.LSTM(I, H, bidirectional=True, proj_size=proj),
+                                torch.bfloat16),
                                ("fused", fused_lstm.LSTM(I, H, bidirectional=True, proj_size=proj),
                                 torch.bfloat16)):
             if name != "ref":
@@ -81,8 +83,8 @@ CHECK = textwrap.dedent("""
         for i, (f, t, r) in enumerate(zip(results["fused"], results["nn"], results["ref"])):
             e_f, e_t = rel_err(f, r), rel_err(t, r)
             if not e_f <= 2 * e_t + 1e-3:
-                sys.exit(f"bf16 B={B} H={H} proj={proj} threads={threads}: result {i} error {e_f:.2e} "
-                         f"> 2 x nn.LSTM's {e_t:.2e} + 1e-3")
+                sys.exit(f"bf16 B={B} H={H} proj={proj} threads={threads}: result {i} "
+                         f"error {e_f:.2e} > 2 x nn.LSTM's {e_t:.2e} + 1e-3")
 
     for threads in (1, 2):
         check_bf16(3, 48, threads)                              # blocks of 16 units
@@ -94,7 +96,7 @@ CHECK = textwrap.dedent("""
         check_bf16(5, 32, threads, proj=8)                      # AMX products of float h
         for dtype in (torch.float32, torch.float64):
             check(1, 20, dtype, threads)                       # too small to split: one block
-            check(3, 130, dtype, threads, layers=2)            # 2 threads: block 32, partial block of 2
+            check(3, 130, dtype, threads, layers=2)            # 2 threads: block 32, partial 2
             check(40, 70, dtype, threads, proj=9)              # 40 rows: MKL's path when present
             check(36, 512, dtype, threads, bidirectional=False)  # block 64, eight full blocks
             lengths = torch.randint(1, 10, (37,))
@@ -157,10 +159,17 @@ def test_build_info_names_the_recurrent_gemm_kernels():
     info = fused_lstm.build_info()["cpu_recurrent_gemms"]
     assert info.startswith("fp32: ") and "; bf16: " in info, info
     # FUSED_LSTM_CPU_PACKED_GEMM=0 (read once per process) takes MKL out.
-    proc = subprocess.run([sys.executable, "-c",
-                           "import fused_lstm; print(fused_lstm.build_info()['cpu_recurrent_gemms'])"],
-                          env={**os.environ, "FUSED_LSTM_CPU_PACKED_GEMM": "0"}, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import fused_lstm; print(fused_lstm.build_info()['cpu_recurrent_gemms'])",
+        ],
+        env={**os.environ, "FUSED_LSTM_CPU_PACKED_GEMM": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "MKL" not in proc.stdout, proc.stdout + proc.stderr
 
 

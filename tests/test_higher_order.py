@@ -23,7 +23,7 @@ from tests.lstm_testing import assert_close, make_pair, spread_biases_
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 F64 = torch.float64
-I, H, P = 2, 3, 2
+I, H, P = 2, 3, 2  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 # Every module feature appears in some configuration: layers, bidirectional, proj_size, no
 # biases, batch_first; each runs with padded and packed input, with and without (h0, c0).
@@ -448,8 +448,8 @@ def test_vmap_raw_ops():
 
     for wi_dim, mask in ((None, [True, False]), (0, [True, True]), (None, [False, True])):
         wi = w_ih if wi_dim is not None else w_ih[0]
-        got = vmap(lambda x, h, c, w: run(x, h, c, w, mask), in_dims=(0, 0, 0, wi_dim))(
-            xs, hs, cs, wi)
+        got = vmap(lambda x, h, c, w, mask=mask: run(x, h, c, w, mask),
+                   in_dims=(0, 0, 0, wi_dim))(xs, hs, cs, wi)
         for v in range(V):
             expected = run(xs[v], hs[v], cs[v], w_ih[v] if wi_dim is not None else wi, mask)
             for k, (g, e) in enumerate(zip(got, expected)):
@@ -582,7 +582,7 @@ def test_cuda_higher_order_matches_cpu():
     xs = torch.randn(3, 3, 2, I, dtype=F64)
     for device in ("cuda", "cpu"):
         p = {k: on[device](v) for k, v in params.items()}
-        out = lambda xx: functional_call(fused, p, (xx,))[0]  # noqa: E731
+        out = lambda xx, p=p: functional_call(fused, p, (xx,))[0]  # noqa: E731
         tangent = jvp(out, (on[device](x),), (on[device](tx),))[1].cpu()
         vmapped = vmap(out)(on[device](xs)).cpu()
         if device == "cuda":
