@@ -64,9 +64,8 @@ def test_verified_kernels_compile_as_they_were_checked_on_a_gpu(tmp_path):
     # passed the GPU check. Each of its kernels' PTX must match the fingerprint recorded then.
     import json
 
-    from verified_kernels import FINGERPRINTS, kernel_fingerprints, nvcc_version, variant_of
-
     import fused_lstm
+    from tests.verified_kernels import FINGERPRINTS, kernel_fingerprints, nvcc_version, variant_of
 
     recorded = json.loads(FINGERPRINTS.read_text())
     if nvcc_version(NVCC) != recorded["nvcc"]:
