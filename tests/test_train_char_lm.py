@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import train_char_lm
+from benchmarks import char_lm, train_char_lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "train_char_lm.py")
@@ -145,13 +145,13 @@ def test_corpus_split_is_deterministic(tmp_path):
     for i, name in enumerate(reversed(names)):  # created in another order than sorted
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(f"x = {i}\n".encode())
-    files = train_char_lm.corpus_files(str(tmp_path))
+    files = char_lm.corpus_files(str(tmp_path))
     assert files == sorted(f"pkg/mod{i}.py" for i in range(60))
-    train, val, info = train_char_lm.load_corpus(str(tmp_path), None, None)
-    n_val = sum(train_char_lm._path_hash(f) % train_char_lm.VAL_ONE_IN == 0 for f in files)
+    train, val, info = char_lm.load_corpus(str(tmp_path), None, None)
+    n_val = sum(char_lm._path_hash(f) % char_lm.VAL_ONE_IN == 0 for f in files)
     assert 0 < n_val < 60 and info["val"]["files"] == n_val
     assert info["train"]["files"] == 60 - n_val
-    assert train.count(train_char_lm.SEPARATOR) == 60 - n_val - 1
-    assert train_char_lm.load_corpus(str(tmp_path), None, None) == (train, val, info)
-    capped, _, info = train_char_lm.load_corpus(str(tmp_path), 20, None)
+    assert train.count(char_lm.SEPARATOR) == 60 - n_val - 1
+    assert char_lm.load_corpus(str(tmp_path), None, None) == (train, val, info)
+    capped, _, info = char_lm.load_corpus(str(tmp_path), 20, None)
     assert len(capped) == 20 and capped == train[:20]
