@@ -33,6 +33,16 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def read_version() -> str:
+    """fused_lstm/__init__.py's __version__, the one place the version is written (read as text:
+    importing the package would need the extension this script builds)."""
+    with open(os.path.join(ROOT, "fused_lstm", "__init__.py")) as f:
+        match = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.MULTILINE)
+    if not match:
+        raise RuntimeError("fused_lstm/__init__.py: no __version__ = \"...\" line")
+    return match.group(1)
+
+
 def nvcc_version(nvcc: str) -> str | None:
     """'13.0' from `nvcc --version` ("... release 13.0, V13.0.88"), or None if it cannot tell."""
     try:
@@ -124,13 +134,11 @@ def main():
         )
 
     setup(
-        name="fused-lstm",
-        version="0.1.0",
-        description="Fused CPU/CUDA LSTM kernels for PyTorch: a drop-in torch.nn.LSTM",
+        # name, description, python_requires, dependencies: pyproject.toml's [project] table.
+        version=read_version(),
         packages=find_packages(include=["fused_lstm", "fused_lstm.*"]),
         ext_modules=[ext],
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-        python_requires=">=3.9",
     )
 
 

@@ -15,16 +15,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+
+if __package__ in (None, ""):
+    # Run by path (python3 benchmarks/<script>.py), not with -m: Python put benchmarks/ on
+    # sys.path, not the repo root that holds the `benchmarks` and `tests` packages. Append the
+    # root (after site-packages: an installed fused_lstm keeps precedence).
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-import benchmark as bm  # benchmarks/benchmark.py: models, inputs, interleaved timing, metadata
+from benchmarks.environment import cpu_model, git_commit, safe_build_info
+from benchmarks.suites import Config
+from benchmarks.workloads import time_nn_and_fused
 
 DEFAULT_CONFIGS = [(1, 128), (1, 512), (4, 256), (16, 256), (16, 512), (64, 512)]  # (B, I=H)
 
 
 def probe(batch: int, hidden: int, dtype: str, t_short: int, t_long: int, seconds: float) -> dict:
-    times = {steps: bm.time_nn_and_fused(bm.Config(T=steps, B=batch, I=hidden, H=hidden, dtype=dtype),
+    times = {steps: time_nn_and_fused(Config(T=steps, B=batch, I=hidden, H=hidden, dtype=dtype),
                                          torch.device("cpu"), "inference", (), seconds)
              for steps in (t_short, t_long)}
     row = {"B": batch, "H": hidden, "dtype": dtype, "T_short": t_short, "T_long": t_long}
@@ -62,12 +71,13 @@ def main() -> None:
     for batch, hidden in configs:
         row = probe(batch, hidden, args.dtype, t_short, t_long, args.seconds)
         rows.append(row)
-        print(f"| {batch} | {hidden} | {row['nn_us_per_step']:.0f} | {row['fused_us_per_step']:.0f} "
+        print(f"| {batch} | {hidden} | {row['nn_us_per_step']:.0f} | "
+              f"{row['fused_us_per_step']:.0f} "
               f"| {row['nn_over_fused']:.2f}x | {row['fused_fixed_ms']:.2f} |")
     if args.json:
         meta = {"torch_version": torch.__version__, "threads": torch.get_num_threads(),
-                "load_average_1min": load, "cpu_model": bm.cpu_model(),
-                "git_commit": bm.git_commit(), "fused_lstm_build_info": bm.safe_build_info()}
+                "load_average_1min": load, "cpu_model": cpu_model(),
+                "git_commit": git_commit(), "fused_lstm_build_info": safe_build_info()}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2, default=str)
 

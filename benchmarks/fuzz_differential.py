@@ -9,7 +9,8 @@ nn.LSTM's on `--device`. Prints the number of configs tried and the mismatches f
 its seed and config, so `--seed SEED --count 1` reruns it); exits 1 when there is any.
 
     python3 benchmarks/fuzz_differential.py --count 5000
-    python3 benchmarks/fuzz_differential.py --count 2000 --device cuda --dtypes float64,float32,bfloat16,float16
+    python3 benchmarks/fuzz_differential.py --count 2000 --device cuda \
+        --dtypes float64,float32,bfloat16,float16
 """
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+if __package__ in (None, ""):
+    # Run by path (python3 benchmarks/<script>.py), not with -m: Python put benchmarks/ on
+    # sys.path, not the repo root that holds the `benchmarks` and `tests` packages. Append the
+    # root (after site-packages: an installed fused_lstm keeps precedence).
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from differential import DTYPE_NAMES, draw_config, run_config  # noqa: E402
+from tests.differential import DTYPE_NAMES, draw_config, run_config
 
 
 def parse_args(argv=None):
@@ -75,7 +80,8 @@ def main(argv=None) -> int:
     for cfg, problems in failures[:args.show]:
         print(f"MISMATCH {cfg}\n    " + "\n    ".join(problems[:5]))
     per_dtype = ", ".join(f"{k} {v}" for k, v in sorted(tried.items()))
-    print(f"fuzz_differential: device {args.device}, seeds {args.seed}..{args.seed + args.count - 1}: "
+    print(f"fuzz_differential: device {args.device}, "
+          f"seeds {args.seed}..{args.seed + args.count - 1}: "
           f"tried {sum(tried.values())} configs ({per_dtype}), {len(failures)} mismatches, "
           f"{time.perf_counter() - start:.1f} s")
     return 1 if failures else 0

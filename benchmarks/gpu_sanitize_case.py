@@ -19,7 +19,8 @@ import fused_lstm
 def run_case(dtype, batch, hidden, proj, packed, reverse):
     torch.manual_seed(0)
     steps, inputs = 3, 7
-    lstm = fused_lstm.LSTM(inputs, hidden, proj_size=proj, bidirectional=reverse, dtype=torch.float64)
+    lstm = fused_lstm.LSTM(inputs, hidden, proj_size=proj, bidirectional=reverse,
+                           dtype=torch.float64)
     x = torch.randn(steps, batch, inputs, dtype=torch.float64)
     if packed:  # sorted lengths 3, 3, 2, 1, 1, 3, 3, 2, ... -> sorted descending
         lengths = sorted(([3, 3, 2, 1, 1] * batch)[:batch], reverse=True)

@@ -16,9 +16,17 @@ import json
 import os
 import sys
 
+if __package__ in (None, ""):
+    # Run by path (python3 benchmarks/<script>.py), not with -m: Python put benchmarks/ on
+    # sys.path, not the repo root that holds the `benchmarks` and `tests` packages. Append the
+    # root (after site-packages: an installed fused_lstm keeps precedence).
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import torch
 
-import benchmark as bm  # benchmarks/benchmark.py: timing, workloads, metadata
+from benchmarks.environment import git_commit, safe_build_info
+from benchmarks.suites import Config
+from benchmarks.workloads import time_nn_and_fused
 
 # (label, B, I=H, dtype, mode, T_short, T_long, FUSED_LSTM_CUDA_ALGO for `fused`)
 PROBES = [
@@ -52,23 +60,25 @@ def main() -> int:
     for label, B, H, dtype, mode, t_short, t_long, algo in PROBES:
         times = {}
         for T in (t_short, t_long):
-            cfg = bm.Config(T=T, B=B, I=H, H=H, dtype=dtype, tf32=False)
+            cfg = Config(T=T, B=B, I=H, H=H, dtype=dtype, tf32=False)
             fused_env = (("FUSED_LSTM_CUDA_ALGO", algo),) if algo else ()
-            times[T] = bm.time_nn_and_fused(cfg, torch.device("cuda"), mode, fused_env, args.seconds)
+            times[T] = time_nn_and_fused(cfg, torch.device("cuda"), mode, fused_env, args.seconds)
         per_step = {name: (times[t_long][name] - times[t_short][name]) * 1e3 / (t_long - t_short)
                     for name in ("nn", "fused")}
         row = {"config": label, "mode": mode, "algo": algo or "auto", "T": [t_short, t_long],
                "ms": {str(T): v for T, v in times.items()},
-               "us_per_step": per_step, "nn_over_fused_per_step": per_step["nn"] / per_step["fused"]}
+               "us_per_step": per_step,
+               "nn_over_fused_per_step": per_step["nn"] / per_step["fused"]}
         rows.append(row)
         print(f"{label:18s} {mode:9s} algo={row['algo']:8s} us/step: nn {per_step['nn']:7.2f}  "
               f"fused {per_step['fused']:7.2f}  ratio {row['nn_over_fused_per_step']:.2f}x  "
-              f"(ms at T={t_long}: nn {times[t_long]['nn']:.3f} fused {times[t_long]['fused']:.3f})",
+              f"(ms at T={t_long}: nn {times[t_long]['nn']:.3f} "
+              f"fused {times[t_long]['fused']:.3f})",
               flush=True)
     if args.json:
         meta = {"device_name": torch.cuda.get_device_name(), "torch_version": torch.__version__,
                 "cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version(),
-                "git_commit": bm.git_commit(), "fused_lstm_build_info": bm.safe_build_info(),
+                "git_commit": git_commit(), "fused_lstm_build_info": safe_build_info(),
                 "tf32": False, "rows": rows}
         if args.barrier and os.path.exists(args.barrier):
             with open(args.barrier) as f:

@@ -13,9 +13,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+if __package__ in (None, ""):
+    # Run by path (python3 benchmarks/<script>.py), not with -m: Python put benchmarks/ on
+    # sys.path, not the repo root that holds the `benchmarks` and `tests` packages. Append the
+    # root (after site-packages: an installed fused_lstm keeps precedence).
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from soak import make_step, soak  # noqa: E402
+from tests.soak import make_step, soak
 
 MIB = 2**20
 
@@ -30,16 +34,18 @@ def main(argv=None) -> int:
                         help="nn: torch.nn.LSTM in the same loop, as a baseline")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    samples = soak(make_step(args.device, impl=args.impl), args.iters, warmup=args.warmup, every=args.every,
-                   device=args.device)
+    samples = soak(make_step(args.device, impl=args.impl), args.iters, warmup=args.warmup,
+                   every=args.every, device=args.device)
     for i, rss, cuda in samples:
         print(f"  iteration {i:6d}: RSS {rss / MIB:8.2f} MiB" +
               (f", CUDA allocated {cuda / MIB:8.3f} MiB" if args.device.startswith("cuda") else ""))
     (_, rss0, cuda0), (_, rss1, cuda1) = samples[0], samples[-1]
     peak = max(rss for _, rss, _ in samples)
-    print(f"memory_soak: {args.impl}, device {args.device}, {args.iters} iterations after {args.warmup} warm-up: "
+    print(f"memory_soak: {args.impl}, device {args.device}, {args.iters} iterations after "
+          f"{args.warmup} warm-up: "
           f"RSS drift {(rss1 - rss0) / MIB:+.2f} MiB (peak {peak / MIB:.1f} MiB), "
-          f"CUDA allocated drift {(cuda1 - cuda0) / MIB:+.3f} MiB, {time.perf_counter() - start:.0f} s")
+          f"CUDA allocated drift {(cuda1 - cuda0) / MIB:+.3f} MiB, "
+          f"{time.perf_counter() - start:.0f} s")
     return 0
 
 

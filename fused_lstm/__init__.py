@@ -6,12 +6,14 @@ fallback: an import error here means the extension was not built; see README.md)
 
 import torch
 
-from . import _C
-from . import _ops  # noqa: F401  (registers the fake kernels)
-from . import onnx  # noqa: F401  (fused_lstm.onnx.export; imports onnxscript only when used)
-from .functional import LSTMLayerFunction, lstm_layer
+from . import (
+    _C,
+    _ops,  # noqa: F401  (registers the fake kernels)
+    onnx,  # noqa: F401  (fused_lstm.onnx.export; imports onnxscript only when used)
+)
 from .cell import LSTMCell
 from .convert import convert, revert
+from .functional import LSTMLayerFunction, lstm_layer
 from .modules import LSTM
 from .reference import lstm_layer_reference
 

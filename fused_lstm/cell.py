@@ -6,20 +6,19 @@ DESIGN.md), and keeps nn.LSTMCell's constructor, attribute and parameter names, 
 initialisation and ``state_dict`` keys, so state dicts move between the two unchanged.
 """
 
-import math
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .functional import lstm_layer
-from .modules import (
-    _SCRIPT_UNSUPPORTED,
+from ._base import (
     _autocast_cast,
     _autocast_enabled,
-    _copy_requires_grad,
+    _autocast_run_dtype,
+    _FusedModule,
     _route_to_aten,
 )
+from .functional import lstm_layer
 
 
 def _lstm_cell_composite(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor,
@@ -37,7 +36,7 @@ def _lstm_cell_composite(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tenso
     return h_1, c_1
 
 
-class LSTMCell(nn.Module):
+class LSTMCell(_FusedModule):
     r"""Drop-in replacement for :class:`torch.nn.LSTMCell` running the fused CPU/CUDA kernels.
 
     Same arguments, shapes, parameters and results as ``torch.nn.LSTMCell`` (see its
@@ -61,6 +60,8 @@ class LSTMCell(nn.Module):
     """
 
     __constants__ = ["input_size", "hidden_size", "bias"]
+    _torch_class = nn.LSTMCell
+    _constructor_args = ("input_size", "hidden_size", "bias")
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None) -> None:
@@ -80,44 +81,13 @@ class LSTMCell(nn.Module):
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
-
     def extra_repr(self) -> str:
         s = "{input_size}, {hidden_size}"
         if "bias" in self.__dict__ and self.bias is not True:
             s += ", bias={bias}"
         return s.format(**self.__dict__)
 
-    # -- conversion ---------------------------------------------------------------------------
-    @classmethod
-    def from_torch(cls, cell: nn.LSTMCell) -> "LSTMCell":
-        """A fused cell with ``cell``'s configuration, weights, device, dtype, mode and
-        ``requires_grad`` flags."""
-        weight = cell.weight_ih
-        fused = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device,
-                    dtype=weight.dtype)
-        fused.load_state_dict(cell.state_dict())
-        _copy_requires_grad(fused, cell)
-        return fused.train(cell.training)
-
-    def to_torch(self) -> nn.LSTMCell:
-        """A ``torch.nn.LSTMCell`` with this cell's configuration, weights, device, dtype, mode
-        and ``requires_grad`` flags."""
-        weight = self.weight_ih
-        cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=weight.device,
-                           dtype=weight.dtype)
-        cell.load_state_dict(self.state_dict())
-        _copy_requires_grad(cell, self)
-        return cell.train(self.training)
-
     # -- forward ------------------------------------------------------------------------------
-    def __prepare_scriptable__(self):
-        # torch.jit.script calls this before compiling a module (and each submodule).
-        raise RuntimeError(_SCRIPT_UNSUPPORTED.format(name="LSTMCell"))
-
     def forward(self, input: Tensor,
                 hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         # Checks in nn.LSTMCell's order, with its exception classes and (where it has one that
@@ -172,11 +142,9 @@ class LSTMCell(nn.Module):
         elif _autocast_enabled(device_type):
             # Run the whole step in one dtype, with autocast off inside (the op's own GEMMs must
             # not be re-cast underneath it): nn.LSTMCell's result dtype (class docstring).
-            dtype = torch.get_autocast_dtype(device_type)
-            if device_type == "cpu":
-                dtype = torch.promote_types(dtype, hx[1].dtype)
+            dtype = _autocast_run_dtype(device_type, hx[1], promote_on_cpu=True)
             input, h, c = (_autocast_cast(t, dtype) for t in (input, hx[0], hx[1]))
-            weights = tuple(_autocast_cast(w, dtype) if w is not None else None for w in weights)
+            weights = tuple(_autocast_cast(w, dtype) for w in weights)
             with torch.autocast(device_type, enabled=False):
                 _, h_1, c_1 = lstm_layer(input.unsqueeze(0), h, c, *weights)
         else:

@@ -11,7 +11,6 @@ from torch._C._functorch import maybe_current_level, unwrap_if_dead
 from . import _ops
 from .reference import lstm_layer_reference, lstm_layer_reference_jvp
 
-
 # Note [Higher-order autograd]
 # First order stays exactly the fused path: LSTMLayerFunction saves what it always saved (plus
 # references to the biases, which are its inputs) and its backward calls the fused backward op.
@@ -292,7 +291,8 @@ def lstm_layer(
     for name, value, optional in (("input", input, False), ("hx", hx, True), ("cx", cx, True),
                                   ("weight_ih", weight_ih, False), ("weight_hh", weight_hh, False),
                                   ("bias_ih", bias_ih, True), ("bias_hh", bias_hh, True),
-                                  ("weight_hr", weight_hr, True), ("batch_sizes", batch_sizes, True)):
+                                  ("weight_hr", weight_hr, True),
+                                  ("batch_sizes", batch_sizes, True)):
         if not isinstance(value, Tensor) and not (optional and value is None):
             raise TypeError(f"fused_lstm.lstm_layer: expected {name} to be a Tensor"
                             f"{' or None' if optional else ''}, got {type(value).__name__}")

@@ -5,7 +5,6 @@ DESIGN.md), and keeps nn.LSTM's constructor, attribute and parameter names, para
 initialisation and ``state_dict`` keys, so state dicts move between the two unchanged.
 """
 
-import math
 import numbers
 import warnings
 from typing import List, Optional, Tuple
@@ -14,91 +13,24 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import onnx as _onnx
+from ._base import (
+    _autocast_cast,
+    _autocast_enabled,
+    _autocast_run_dtype,
+    _ExpandedWeight,
+    _FusedModule,
+    _in_onnx_export,
+    _route_to_aten,
+)
 from ._ops import check_batch_sizes_not_vmapped
 from .functional import lstm_layer
-
-try:  # what torch.nn.utils._per_sample_grad.call_for_per_sample_grads puts in place of weights
-    from torch.nn.utils._expanded_weights.expanded_weights_impl import (
-        ExpandedWeight as _ExpandedWeight,
-    )
-except ImportError:  # pragma: no cover - a torch without ExpandedWeights: nothing to detect
-    _ExpandedWeight = ()
 
 
 def _apply_permutation(tensor: Tensor, permutation: Tensor, dim: int = 1) -> Tensor:
     return tensor.index_select(dim, permutation)
 
 
-# Device types with an autocast mode. torch.is_autocast_enabled raises for the others (meta, ...);
-# a constant set rather than torch.amp.is_autocast_available, which dynamo cannot trace on torch
-# 2.11 (a graph break under torch.compile(fullgraph=True)).
-_AUTOCAST_DEVICE_TYPES = frozenset({"cpu", "cuda", "xpu", "mps", "hpu", "mtia", "xla", "ipu"})
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    return device_type in _AUTOCAST_DEVICE_TYPES and torch.is_autocast_enabled(device_type)
-
-
-def _autocast_cast(tensor: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
-    # What autocast does to an op's arguments: floating tensors other than float64 are cast.
-    if dtype is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
-        return tensor
-    return tensor.to(dtype)
-
-
-# torch.jit.script cannot compile the modules' forward (Python autograd.Functions, closures,
-# keyword-argument expansion); tracing works (Note [TorchScript tracing] in functional.py).
-_SCRIPT_UNSUPPORTED = (
-    "fused_lstm.{name} does not support torch.jit.script (its forward calls Python "
-    "autograd.Functions, which TorchScript cannot compile). Use torch.compile or torch.export "
-    "instead; torch.jit.trace also works (the traced graph calls the torch.ops.fused_lstm ops: "
-    "`import fused_lstm` before torch.jit.load); or script the torch.nn modules that "
-    "fused_lstm.revert(model) gives back.")
-
-
-try:
-    # torch.onnx.is_in_onnx_export() reads these two flags, but imports their modules on every
-    # call (over 1 us): imported once here for the hot path's check. The field, not the
-    # in_onnx_export property: dynamo refuses to trace torch.onnx's functions (a graph break).
-    from torch.onnx._internal.exporter import _flags as _onnx_flags
-    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS as _onnx_globals
-
-    def _in_onnx_export() -> bool:
-        return _onnx_globals._in_onnx_export or _onnx_flags._is_onnx_exporting
-except ImportError:  # pragma: no cover - another torch's layout: the public, slower call
-    _in_onnx_export = torch.onnx.is_in_onnx_export
-
-
-def _route_to_aten(weight: Tensor) -> bool:
-    """Whether to run torch's own LSTM ops instead of the fused op (Note [Routes off the fused
-    op]). Cheap (about 0.2 us): a type test and two flag reads, on the hot path."""
-    return (isinstance(weight, _ExpandedWeight)
-            or (_in_onnx_export() and not _onnx.translating()))
-
-
-# Note [Routes off the fused op]
-# Two callers cannot use fused_lstm::lstm_layer_forward and get torch's own ops instead, the
-# ones nn.LSTM / nn.LSTMCell would run, so they behave as nn does:
-# - torch.onnx.export (either exporter, while torch.onnx.is_in_onnx_export()): aten::lstm, which
-#   both exporters turn into ONNX's LSTM operator (the cell: F.linear and pointwise ops). Not
-#   under fused_lstm.onnx.export, whose translation table maps the fused op itself.
-# - ExpandedWeights (torch.nn.utils._per_sample_grad.call_for_per_sample_grads, which DP-SGD
-#   libraries build on): ExpandedWeight handles only the torch functions it knows, among them
-#   torch.lstm (decomposed into linear ops over time) and F.linear, so that per-sample gradients
-#   land in each parameter's grad_sample as with nn.LSTM. The cell uses F.linear and pointwise
-#   ops, so it gets per-sample gradients where nn.LSTMCell (aten::lstm_cell) raises.
-# TorchScript tracing stays on the fused op, called raw (functional.lstm_layer).
-
-
-def _copy_requires_grad(dst: nn.Module, src: nn.Module) -> None:
-    # load_state_dict copies values only; frozen weights must stay frozen across conversions.
-    src_params = dict(src.named_parameters())
-    for name, param in dst.named_parameters():
-        param.requires_grad_(src_params[name].requires_grad)
-
-
-class LSTM(nn.Module):
+class LSTM(_FusedModule):
     r"""Drop-in replacement for :class:`torch.nn.LSTM` running fused CPU/CUDA kernels.
 
     Same arguments, shapes, parameters and results as ``torch.nn.LSTM`` (see its documentation):
@@ -122,6 +54,9 @@ class LSTM(nn.Module):
 
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
                      "dropout", "bidirectional", "proj_size"]
+    _torch_class = nn.LSTM
+    _constructor_args = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
+                         "dropout", "bidirectional", "proj_size")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -139,7 +74,8 @@ class LSTM(nn.Module):
         if not isinstance(bias, bool):
             raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
         if not isinstance(batch_first, bool):
-            raise TypeError(f"batch_first should be of type bool, got: {type(batch_first).__name__}")
+            raise TypeError("batch_first should be of type bool, got: "
+                            f"{type(batch_first).__name__}")
         if not isinstance(input_size, int):
             raise TypeError(f"input_size should be of type int, got: {type(input_size).__name__}")
         if input_size <= 0:
@@ -151,7 +87,8 @@ class LSTM(nn.Module):
         if num_layers <= 0:
             raise ValueError("num_layers must be greater than zero")
         if proj_size < 0:
-            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+            raise ValueError("proj_size should be a positive integer or zero to disable "
+                             "projections")
         if proj_size >= hidden_size:
             raise ValueError("proj_size has to be smaller than hidden_size")
 
@@ -201,11 +138,6 @@ class LSTM(nn.Module):
     def all_weights(self) -> List[List[nn.Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
-    def reset_parameters(self) -> None:
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
-
     def flatten_parameters(self) -> None:
         """No-op, kept for nn.LSTM compatibility (the fused kernels need no flat buffer)."""
 
@@ -224,34 +156,6 @@ class LSTM(nn.Module):
         if self.bidirectional is not False:
             s += ", bidirectional={bidirectional}"
         return s.format(**self.__dict__)
-
-    # -- conversion ---------------------------------------------------------------------------
-    @classmethod
-    def from_torch(cls, lstm: nn.LSTM) -> "LSTM":
-        """A fused LSTM with ``lstm``'s configuration, weights, device, dtype, mode and
-        ``requires_grad`` flags."""
-        weight = next(lstm.parameters())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nn.LSTM already warned about its dropout
-            fused = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias,
-                        lstm.batch_first, lstm.dropout, lstm.bidirectional, lstm.proj_size,
-                        device=weight.device, dtype=weight.dtype)
-        fused.load_state_dict(lstm.state_dict())
-        _copy_requires_grad(fused, lstm)
-        return fused.train(lstm.training)
-
-    def to_torch(self) -> nn.LSTM:
-        """A ``torch.nn.LSTM`` with this module's configuration, weights, device, dtype, mode
-        and ``requires_grad`` flags."""
-        weight = next(self.parameters())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias,
-                           self.batch_first, self.dropout, self.bidirectional, self.proj_size,
-                           device=weight.device, dtype=weight.dtype)
-        lstm.load_state_dict(self.state_dict())
-        _copy_requires_grad(lstm, self)
-        return lstm.train(self.training)
 
     # -- checks (nn.RNNBase's / nn.LSTM's methods, messages and exception classes) ------------
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
@@ -299,10 +203,6 @@ class LSTM(nn.Module):
         if permutation is None:
             return hx
         return _apply_permutation(hx[0], permutation), _apply_permutation(hx[1], permutation)
-
-    def __prepare_scriptable__(self):
-        # torch.jit.script calls this before compiling a module (and each submodule).
-        raise RuntimeError(_SCRIPT_UNSUPPORTED.format(name="LSTM"))
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
@@ -398,11 +298,10 @@ class LSTM(nn.Module):
             return self._run_aten(input, hx, batch_sizes)
         device_type = input.device.type
         if _autocast_enabled(device_type):
-            # DESIGN.md: cast in Python to the autocast dtype, then run with autocast off, so the
-            # ops' own GEMMs are not re-cast underneath them.
-            dtype = torch.get_autocast_dtype(device_type)
+            # _autocast_run_dtype: cast in Python, then run with autocast off.
             out_dtype = None
-            if device_type == "cpu" and (batch_sizes is not None or self.proj_size > 0):
+            promote = batch_sizes is not None or self.proj_size > 0
+            if device_type == "cpu" and promote:
                 # Note [CPU autocast dtypes]: nn.LSTM's policy. Padded input without projection
                 # runs mkldnn_rnn_layer, all in the autocast dtype. Packed input and proj_size
                 # run aten's own cell loop, where autocast casts only the linears: the cell
@@ -413,8 +312,8 @@ class LSTM(nn.Module):
                 # there runs cuDNN in float16 even under a bfloat16 autocast (its cuDNN autocast
                 # rule casts to half), which we deliberately do not copy.
                 if self.proj_size > 0:
-                    out_dtype = dtype
-                dtype = torch.promote_types(dtype, hx[1].dtype)
+                    out_dtype = torch.get_autocast_dtype(device_type)
+            dtype = _autocast_run_dtype(device_type, hx[1], promote_on_cpu=promote)
             with torch.autocast(device_type, enabled=False):
                 output, h_n, c_n = self._run_layers_cast(_autocast_cast(input, dtype),
                                                          (_autocast_cast(hx[0], dtype),

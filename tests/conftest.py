@@ -1,21 +1,9 @@
-import os
 import random
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from lstm_testing import (  # noqa: E402,F401  (re-exported for tests that prefer conftest)
-    assert_close,
-    assert_lowp_ok,
-    copy_weights_from,
-    cuda_usable,
-    nn_params_of,
-    rel_err,
-    requires_cuda,
-)
+from tests.lstm_testing import cuda_skip_reason, cuda_usable
 
 
 def pytest_configure(config):
@@ -28,10 +16,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    # Anything marked `cuda` is skipped unless a GPU and a CUDA build are present.
+    # Anything marked `cuda` is skipped unless a GPU and a CUDA build are present: the one
+    # CUDA-skip mechanism of the suite (mark a test, class or module with pytest.mark.cuda).
     if cuda_usable():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU and a CUDA build of fused_lstm")
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU and a CUDA build of fused_lstm: "
+                                   f"{cuda_skip_reason()}")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
-from lstm_testing import assert_close, assert_lowp_ok, grads, round_module_, round_to
+from tests.lstm_testing import assert_close, assert_lowp_ok, grads, round_module_, round_to
 
 F64 = torch.float64
 MODES = ("batched", "unbatched", "packed-sorted", "packed-unsorted")
@@ -56,7 +56,7 @@ class Config:
     proj_size: int
     T: int
     B: int
-    I: int
+    I: int  # noqa: E741  (I: the input size, as in nn.LSTM)
     H: int
     mode: str
     lengths: Optional[tuple]   # packed modes: one length per sequence (max == T)
@@ -89,7 +89,7 @@ def draw_config(seed: int, dtypes: Sequence = DEFAULT_DTYPES) -> Config:
     bias, batch_first, bidirectional = (rng.random() < 0.5 for _ in range(3))
     H = rng.randint(1, LIMITS["H"])
     proj_size = rng.randint(1, H - 1) if H > 1 and rng.random() < 0.3 else 0
-    I = rng.randint(1, LIMITS["I"])
+    I = rng.randint(1, LIMITS["I"])  # noqa: E741  (I: the input size, as in nn.LSTM)
     mode = rng.choice(MODES)
     T, B = rng.randint(1, LIMITS["T"]), rng.randint(1, LIMITS["B"])
     lengths = None

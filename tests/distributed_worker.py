@@ -1,6 +1,7 @@
 """One rank of tests/test_distributed.py's DDP run, started as its own process:
 
-    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 python3 tests/distributed_worker.py OUT_DIR
+    RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 \
+        python3 tests/distributed_worker.py OUT_DIR
 
 (a script rather than a multiprocessing target, so it runs the same whatever way pytest imported
 the test module). Also the shared model, data and training loop for the single-process side."""
@@ -22,7 +23,9 @@ class Tagger(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.lstm = fused_lstm.LSTM(5, 8, num_layers=2, bidirectional=True, proj_size=4, batch_first=True)
+        self.lstm = fused_lstm.LSTM(
+            5, 8, num_layers=2, bidirectional=True, proj_size=4, batch_first=True
+        )
         self.head = nn.Linear(8, 3)
 
     def forward(self, x):
@@ -55,7 +58,9 @@ def main(out_dir):
         torch.manual_seed(0)
         model = nn.parallel.DistributedDataParallel(Tagger())
         x, y = make_data()
-        shard = slice(rank * PER_RANK, (rank + 1) * PER_RANK)  # this rank's part of the global batch
+        shard = slice(
+            rank * PER_RANK, (rank + 1) * PER_RANK
+        )  # this rank's part of the global batch
         grads = train(model, x[:, shard], y[:, shard])
         torch.save({"grads": grads, "params": [p.detach() for p in model.module.parameters()]},
                    os.path.join(out_dir, f"rank{rank}.pt"))

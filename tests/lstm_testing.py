@@ -1,17 +1,16 @@
-"""Shared helpers for the fused_lstm test suite (imported by conftest.py and the test modules).
-
-Kept in a plain module (not only in conftest.py) so that ``from lstm_testing import ...`` works
-under both of pytest's import modes (conftest.py puts this folder on sys.path).
+"""Shared helpers for the fused_lstm test suite (imported by conftest.py, the test modules and
+benchmarks/fuzz_differential.py through tests/differential.py): ``from tests.lstm_testing import
+...``.
 """
 from __future__ import annotations
 
 import copy
 import math
+import random
 
-import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
 
@@ -31,7 +30,7 @@ def cuda_usable() -> bool:
         return False
 
 
-def _cuda_skip_reason() -> str:
+def cuda_skip_reason() -> str:
     if not torch.cuda.is_available():
         return "no CUDA GPU available"
     try:
@@ -39,9 +38,6 @@ def _cuda_skip_reason() -> str:
     except Exception as e:  # pragma: no cover
         return f"fused_lstm.build_info() failed: {e!r}"
     return f"fused_lstm built without CUDA: {info.get('why')}"
-
-
-requires_cuda = pytest.mark.skipif(not cuda_usable(), reason=_cuda_skip_reason())
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,6 +80,20 @@ def spread_biases_(module: nn.Module) -> nn.Module:
     return module
 
 
+_FUSED_TWIN = {nn.LSTM: fused_lstm.LSTM, nn.LSTMCell: fused_lstm.LSTMCell}
+
+
+def make_pair(torch_class: type, *args, dtype: torch.dtype = torch.float64, seed: int = 0,
+              **kwargs):
+    """(torch.nn module, its fused twin) with the same weights: ``torch_class(*args, **kwargs)``
+    (nn.LSTM or nn.LSTMCell) made after ``torch.manual_seed(seed)`` in float64 with its biases
+    spread (spread_biases_), then cast to ``dtype``; the fused module is built from it
+    (``from_torch``), so every dtype gets the same values, rounded."""
+    torch.manual_seed(seed)
+    ref = spread_biases_(torch_class(*args, dtype=torch.float64, **kwargs)).to(dtype)
+    return ref, _FUSED_TWIN[torch_class].from_torch(ref)
+
+
 def round_to(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Round a tensor's values to what `dtype` can represent, keeping its dtype."""
     return t.to(dtype).to(t.dtype)
@@ -113,7 +123,9 @@ def assert_close(actual, expected, *, dtype=None, tol=None, name=""):
     if tol is None:
         tol = TOL[dtype if dtype is not None else expected.dtype]
     assert actual is not None, f"{name}: got None"
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.shape == expected.shape, (
+        f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    )
     scale = max(1.0, expected.detach().abs().max().item()) if expected.numel() else 1.0
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale,
                                msg=lambda m: f"{name}: {m}")
@@ -175,14 +187,16 @@ def lengths_to_batch_sizes(lengths):
 # One-layer problems run through fused_lstm.lstm_layer / lstm_layer_reference / nn.LSTM
 # --------------------------------------------------------------------------------------------
 F64 = torch.float64
-KEYS = ("out", "hy", "cy", "grad_input", "grad_hx", "grad_cx") + tuple(f"grad_{k}" for k in PARAM_KINDS)
+KEYS = ("out", "hy", "cy", "grad_input", "grad_hx", "grad_cx") + tuple(
+    f"grad_{k}" for k in PARAM_KINDS
+)
 
 
 class Case:
     """Random problem in float64 (optionally rounded to a low-precision dtype's grid)."""
 
-    def __init__(self, T, B, I, H, P=0, bias=True, bidirectional=False, lengths=None, seed=0,
-                 round_dtype=None):
+    def __init__(self, T, B, I, H, P=0, bias=True,  # noqa: E741  (I: input size)
+                 bidirectional=False, lengths=None, seed=0, round_dtype=None):
         torch.manual_seed(seed)
         if lengths is not None:
             T, B = max(lengths), len(lengths)
@@ -220,7 +234,9 @@ def run(case, impl, dtype, *, reverse=False, with_state=True, enforce_sorted=Tru
     xin = x_view(x) if x_view is not None else x
     packed = None
     if case.lengths is not None:
-        packed = pack_padded_sequence(xin, torch.tensor(case.lengths), enforce_sorted=enforce_sorted)
+        packed = pack_padded_sequence(
+            xin, torch.tensor(case.lengths), enforce_sorted=enforce_sorted
+        )
     go, gh, gc = (t.to(device=device, dtype=dtype) for t in (case.go, case.gh, case.gc))
 
     if impl == "nn":
@@ -229,8 +245,14 @@ def run(case, impl, dtype, *, reverse=False, with_state=True, enforce_sorted=Tru
         hx = None
         if with_state:
             if m.bidirectional:
-                hx = (torch.stack([torch.zeros_like(h0), h0] if reverse else [h0, torch.zeros_like(h0)]),
-                      torch.stack([torch.zeros_like(c0), c0] if reverse else [c0, torch.zeros_like(c0)]))
+                hx = (
+                    torch.stack(
+                        [torch.zeros_like(h0), h0] if reverse else [h0, torch.zeros_like(h0)]
+                    ),
+                    torch.stack(
+                        [torch.zeros_like(c0), c0] if reverse else [c0, torch.zeros_like(c0)]
+                    ),
+                )
             else:
                 hx = (h0.unsqueeze(0), c0.unsqueeze(0))
         out, (hn, cn) = m(packed if packed is not None else xin, hx)
@@ -243,7 +265,10 @@ def run(case, impl, dtype, *, reverse=False, with_state=True, enforce_sorted=Tru
     else:
         fn = fused_lstm.lstm_layer if impl == "fused" else fused_lstm.lstm_layer_reference
         params = copy_weights_from(case.m, 0, reverse, dtype=dtype, device=device)
-        pin = {k: (w_view(v) if (w_view is not None and v is not None) else v) for k, v in params.items()}
+        pin = {
+            k: (w_view(v) if (w_view is not None and v is not None) else v)
+            for k, v in params.items()
+        }
         h_in, c_in = h0, c0
         if packed is not None:
             data, bs = packed.data, packed.batch_sizes
@@ -279,6 +304,20 @@ def compare(actual, expected, dtype, tol=None, what=""):
         assert_close(actual[k], expected[k], dtype=dtype, tol=tol, name=f"{what} {k}")
 
 
+def compare_results(actual: dict, expected: dict, dtype, what=""):
+    """Two {name: tensor or None} results (outputs, states, gradients) of a module call: the
+    same names in the same order, None (no gradient) in the same places, and the same dtypes
+    and values (assert_close at dtype's tolerance)."""
+    assert list(actual) == list(expected), f"{what}: keys {list(actual)} != {list(expected)}"
+    for k, e in expected.items():
+        if e is None:
+            assert actual[k] is None, f"{what} {k}: expected no gradient"
+            continue
+        assert actual[k] is not None, f"{what} {k}: missing gradient"
+        assert actual[k].dtype == e.dtype, f"{what} {k}: dtype {actual[k].dtype} != {e.dtype}"
+        assert_close(actual[k], e, dtype=dtype, name=f"{what} {k}")
+
+
 def compare_lowp(fused, torch_lowp, ref64, what=""):
     for k in KEYS:
         if ref64[k] is None:
@@ -288,3 +327,115 @@ def compare_lowp(fused, torch_lowp, ref64, what=""):
         assert_lowp_ok(fused[k], torch_lowp[k], ref64[k], name=f"{what} {k}")
 
 
+# --------------------------------------------------------------------------------------------
+# Module calls with inputs, states and upstream gradients (tests/test_module*.py)
+# --------------------------------------------------------------------------------------------
+def _state_shapes(cfg, B, H):
+    L = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional") else 1)
+    P = cfg.get("proj_size", 0) or H
+    return (L, B, P), (L, B, H)
+
+
+def run_module(m, x, hx, go, gh, gc, packed=None):
+    """Forward + random-upstream backward. x/hx are leaves. Returns outputs and grads by name."""
+    out, (hn, cn) = m(packed if packed is not None else x, hx)
+    out_t = out.data if isinstance(out, PackedSequence) else out
+    params = [p for _, p in m.named_parameters()]
+    wrt = [x] + (list(hx) if hx is not None else [None, None]) + params
+    g = grads([out_t, hn, cn], wrt, [go, gh, gc])
+    res = {"out": out_t.detach(), "h_n": hn.detach(), "c_n": cn.detach(),
+           "grad_input": g[0], "grad_h0": g[1], "grad_c0": g[2]}
+    for (n, _), gp in zip(m.named_parameters(), g[3:]):
+        res["grad_" + n] = gp
+    return out, res
+
+
+def module_inputs(cfg, dtype, T=4, B=3, with_state=True, unbatched=False, seed=1, *,
+                  input_size, hidden_size):
+    """(x, (h0, c0) or None, upstream gradients of output, h_n, c_n) for nn.LSTM(input_size,
+    hidden_size, **cfg)."""
+    I, H = input_size, hidden_size  # noqa: E741  (the tests' names for the sizes)
+    torch.manual_seed(seed)
+    bf = cfg.get("batch_first", False)
+    if unbatched:
+        x = torch.randn(T, I, dtype=dtype)
+    else:
+        x = torch.randn(*((B, T) if bf else (T, B)), I, dtype=dtype)
+    hs, cs = _state_shapes(cfg, B, H)
+    if unbatched:
+        hs, cs = (hs[0], hs[2]), (cs[0], cs[2])
+    h0 = 0.5 * torch.randn(*hs, dtype=dtype)
+    c0 = 0.5 * torch.randn(*cs, dtype=dtype)
+    D = 2 if cfg.get("bidirectional") else 1
+    P = cfg.get("proj_size", 0) or H
+    go = torch.randn(*x.shape[:-1], D * P, dtype=dtype)
+    gh, gc = torch.randn(*hs, dtype=dtype), torch.randn(*cs, dtype=dtype)
+    return x, ((h0, c0) if with_state else None), go, gh, gc
+
+
+def leaves(x, hx):
+    """Fresh leaf copies of x and hx that require grad."""
+    x = x.clone().requires_grad_()
+    hx = tuple(t.clone().requires_grad_() for t in hx) if hx is not None else None
+    return x, hx
+
+
+class Problem:
+    """Random inputs, initial states and upstream gradients for one nn.LSTM configuration ``cfg``
+    (constructor keywords) and input mode (batched, unbatched, packed-sorted, packed-unsorted)."""
+
+    def __init__(self, cfg, mode, with_state, dtype, seed, *, input_size, hidden_size):
+        I, H = input_size, hidden_size  # noqa: E741  (the tests' names for the sizes)
+        rng = random.Random(seed)
+        torch.manual_seed(seed)
+        bf = cfg.get("batch_first", False)
+        D = 2 if cfg.get("bidirectional") else 1
+        L = cfg.get("num_layers", 1) * D
+        Pe = cfg.get("proj_size", 0) or H
+        self.mode = mode
+        self.bf = bf
+        if mode.startswith("packed"):
+            B, T = 3, 4
+            lengths = [T] + [rng.randint(1, T) for _ in range(B - 1)]
+            lengths.sort(reverse=True)
+            if mode == "packed-unsorted":
+                while lengths == sorted(lengths, reverse=True):
+                    rng.shuffle(lengths)
+                    if len(set(lengths)) == 1:
+                        lengths[-1] = max(1, lengths[-1] - 1)
+            self.lengths = torch.tensor(lengths)
+        else:
+            B, T = rng.choice((1, 3)), rng.choice((1, 2, 4))
+            self.lengths = None
+        self.x = torch.randn(*((B, T) if bf else (T, B)), I, dtype=dtype)
+        if mode == "unbatched":
+            self.x = self.x.select(0 if bf else 1, 0).contiguous()
+        state_batch = () if mode == "unbatched" else (B,)
+        self.hx = None
+        if with_state:
+            self.hx = (0.5 * torch.randn(L, *state_batch, Pe, dtype=dtype),
+                       0.5 * torch.randn(L, *state_batch, H, dtype=dtype))
+        n_out = int(self.lengths.sum()) if self.lengths is not None else None
+        out_shape = (n_out,) if n_out is not None else self.x.shape[:-1]
+        self.go = torch.randn(*out_shape, D * Pe, dtype=dtype)
+        self.gh = torch.randn(L, *state_batch, Pe, dtype=dtype)
+        self.gc = torch.randn(L, *state_batch, H, dtype=dtype)
+
+    def run(self, module):
+        """Forward + backward with fresh leaves; returns (raw output, {name: tensor or None})."""
+        x = self.x.clone().requires_grad_()
+        hx = tuple(t.clone().requires_grad_() for t in self.hx) if self.hx is not None else None
+        inp = x
+        if self.lengths is not None:
+            inp = pack_padded_sequence(x, self.lengths, batch_first=self.bf,
+                                       enforce_sorted=self.mode == "packed-sorted")
+        out, (h_n, c_n) = module(inp, hx)
+        out_t = out.data if isinstance(out, PackedSequence) else out
+        names = [n.removeprefix("_orig_mod.") for n, _ in module.named_parameters()]
+        params = [p for _, p in module.named_parameters()]
+        wrt = [x] + (list(hx) if hx is not None else [None, None]) + params
+        g = grads([out_t, h_n, c_n], wrt, [self.go, self.gh, self.gc])
+        res = {"output": out_t.detach(), "h_n": h_n.detach(), "c_n": c_n.detach(),
+               "grad_input": g[0], "grad_h0": g[1], "grad_c0": g[2]}
+        res.update({"grad_" + n: gp for n, gp in zip(names, g[3:])})
+        return out, res

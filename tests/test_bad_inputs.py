@@ -1,12 +1,19 @@
-"""A battery of wrong, degenerate and hostile inputs for the module, the functional API and the
-raw ops. Complements tests/test_errors.py (one argument at a time: dims, shapes, dtypes,
-batch_sizes) with devices, non-Tensor arguments, malformed PackedSequences, sizes past 32-bit
-(and 64-bit) arithmetic, state_dict and parameter surgery, the backward op's own arguments, and
-inputs that are legal but hostile (non-contiguous, overlapping, T = 0, B = 0, NaN/Inf), which
-must give nn.LSTM's results (NaN/Inf: the same positions as nn.LSTM, in outputs and gradients).
+"""Bad input raises a clear Python exception naming the argument (never a crash, never garbage),
+and legal but hostile input gives nn.LSTM's results, for the module, the functional API and the
+raw ops.
+
+One argument at a time (CASES, MODULE_CASES, CTOR_CASES): wrong number of dims / unsupported
+dtype -> ValueError; wrong shapes, device mismatch, bad batch_sizes -> RuntimeError. Messages
+are matched loosely (the argument's name).
+
+The battery (RAISES, LIKE_NN, LAYER_EDGE): devices, non-Tensor arguments, malformed
+PackedSequences, sizes past 32-bit (and 64-bit) arithmetic, state_dict and parameter surgery, the
+backward op's own arguments, and inputs that are legal but hostile (non-contiguous, overlapping,
+T = 0, B = 0, NaN/Inf), which must give nn.LSTM's results (NaN/Inf: the same positions as
+nn.LSTM, in outputs and gradients).
 
 Every case runs in this process, so a crash or hang fails the run; README (Reliability) records
-this battery run under AddressSanitizer/UBSan.
+this battery run under AddressSanitizer/UBSan (scripts/sanitize_cpu.sh runs this file).
 """
 import pytest
 import torch
@@ -14,9 +21,211 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 import fused_lstm
-from lstm_testing import assert_close, grads
-from test_errors import B, H, I, P, T, base
+from tests.lstm_testing import assert_close, grads
 
+T, B, I, H, P = 3, 2, 4, 5, 3  # noqa: E741  (I: the input size, as in nn.LSTM)
+
+
+def base(packed=False, proj=False, dtype=torch.float32):
+    Pe = P if proj else H
+    a = dict(
+        input=torch.randn(5, I) if packed else torch.randn(T, B, I),
+        hx=torch.randn(B, Pe), cx=torch.randn(B, H),
+        weight_ih=torch.randn(4 * H, I), weight_hh=torch.randn(4 * H, Pe),
+        bias_ih=torch.randn(4 * H), bias_hh=torch.randn(4 * H),
+        weight_hr=torch.randn(P, H) if proj else None,
+        batch_sizes=torch.tensor([2, 2, 1]) if packed else None,
+    )
+    return {k: (v.to(dtype) if v is not None and v.is_floating_point() else v)
+            for k, v in a.items()}
+
+
+def call(caller, a):
+    if caller == "functional":
+        return fused_lstm.lstm_layer(a["input"], a["hx"], a["cx"], a["weight_ih"], a["weight_hh"],
+                                     bias_ih=a["bias_ih"], bias_hh=a["bias_hh"],
+                                     weight_hr=a["weight_hr"], batch_sizes=a["batch_sizes"])
+    return torch.ops.fused_lstm.lstm_layer_forward(
+        a["input"], a["hx"], a["cx"], a["weight_ih"], a["weight_hh"], a["bias_ih"], a["bias_hh"],
+        a["weight_hr"], a["batch_sizes"], False, False)
+
+
+def setv(**kw):
+    def f(a):
+        a.update({k: (v() if callable(v) else v) for k, v in kw.items()})
+    return f
+
+
+def to_int(a):
+    for k, v in a.items():
+        if v is not None and v.is_floating_point():
+            a[k] = (v * 3).to(torch.int64)
+
+
+EITHER = (ValueError, RuntimeError)
+
+# name: (base kwargs, mutation, expected exception class(es), match regex)
+CASES = {
+    "input-4d": ({}, setv(input=lambda: torch.randn(T, B, I, 1)), ValueError, "input"),
+    "input-1d": ({}, setv(input=lambda: torch.randn(I)), ValueError, "input"),
+    "packed-input-3d": ({"packed": True}, setv(input=lambda: torch.randn(5, 1, I)), ValueError,
+                        "input"),
+    "input-size-mismatch": ({}, setv(input=lambda: torch.randn(T, B, I + 1)), RuntimeError,
+                            "input|weight_ih"),
+    "hx-batch": ({}, setv(hx=lambda: torch.randn(B + 1, H)), RuntimeError, "hx"),
+    "hx-width": ({}, setv(hx=lambda: torch.randn(B, H + 1)), RuntimeError, "hx"),
+    "hx-3d": ({}, setv(hx=lambda: torch.randn(1, B, H)), EITHER, "hx"),
+    "cx-batch": ({}, setv(cx=lambda: torch.randn(B + 1, H)), RuntimeError, "cx"),
+    "cx-width": ({}, setv(cx=lambda: torch.randn(B, H - 1)), RuntimeError, "cx"),
+    "weight_ih-rows": ({}, setv(weight_ih=lambda: torch.randn(4 * H + 1, I)), RuntimeError,
+                       "weight_ih"),
+    "weight_hh-cols": ({}, setv(weight_hh=lambda: torch.randn(4 * H, H + 1)), RuntimeError,
+                       "weight_hh"),
+    "weight_hh-rows": ({}, setv(weight_hh=lambda: torch.randn(4 * H + 1, H)), RuntimeError,
+                       "weight_hh"),
+    "bias_ih-shape": ({}, setv(bias_ih=lambda: torch.randn(4 * H + 1)), RuntimeError, "bias_ih"),
+    "bias_hh-shape": ({}, setv(bias_hh=lambda: torch.randn(2 * H)), RuntimeError, "bias_hh"),
+    "only-one-bias": ({}, setv(bias_hh=None), EITHER, "bias"),
+    "weight_hr-shape": ({"proj": True}, setv(weight_hr=lambda: torch.randn(P, H + 1)), RuntimeError,
+                        "weight_hr"),
+    "proj-without-weight_hr": ({"proj": True}, setv(weight_hr=None), RuntimeError, "weight_hh|hx"),
+    "dtype-mismatch-weights": ({}, lambda a: a.update(weight_ih=a["weight_ih"].double(),
+                                                      weight_hh=a["weight_hh"].double()),
+                               EITHER, "weight_ih|weight_hh|dtype"),
+    "dtype-mismatch-hx": ({}, lambda a: a.update(hx=a["hx"].double()), EITHER, "hx|dtype"),
+    "int-all": ({}, to_int, ValueError, "input|dtype"),
+    "int-input": ({}, lambda a: a.update(input=a["input"].to(torch.int32)), EITHER, "input|dtype"),
+    "complex-all": ({"dtype": torch.complex64}, lambda a: None, ValueError, "input|dtype|Complex"),
+    "batch_sizes-increasing": ({"packed": True}, setv(batch_sizes=torch.tensor([1, 2, 2]),
+                                                      hx=lambda: torch.randn(1, H),
+                                                      cx=lambda: torch.randn(1, H)),
+                               RuntimeError, "batch_sizes"),
+    "batch_sizes-zero": ({"packed": True}, setv(batch_sizes=torch.tensor([3, 2, 0]),
+                                                hx=lambda: torch.randn(3, H),
+                                                cx=lambda: torch.randn(3, H)),
+                         RuntimeError, "batch_sizes"),
+    "batch_sizes-zero-first": ({"packed": True}, setv(batch_sizes=torch.tensor([2, 0]),
+                                                      input=lambda: torch.randn(2, I)),
+                               RuntimeError, "batch_sizes"),
+    "batch_sizes-negative": ({"packed": True}, setv(batch_sizes=torch.tensor([2, 2, 2, -1])),
+                             RuntimeError, "batch_sizes"),
+    "batch_sizes-sum-too-small": ({"packed": True}, setv(batch_sizes=torch.tensor([2, 1])),
+                                  RuntimeError, "batch_sizes"),
+    "batch_sizes-sum-too-large": ({"packed": True}, setv(batch_sizes=torch.tensor([2, 2, 2])),
+                                  RuntimeError, "batch_sizes"),
+    "batch_sizes-empty": ({"packed": True}, setv(batch_sizes=torch.zeros(0, dtype=torch.int64)),
+                          RuntimeError, "batch_sizes"),
+    "batch_sizes-float": ({"packed": True}, setv(batch_sizes=torch.tensor([2.0, 2.0, 1.0])),
+                          EITHER, "batch_sizes"),
+    "batch_sizes-2d": ({"packed": True}, setv(batch_sizes=torch.tensor([[2, 2, 1]])),
+                       EITHER, "batch_sizes"),
+    "packed-hx-batch": ({"packed": True}, setv(hx=lambda: torch.randn(3, H),
+                                               cx=lambda: torch.randn(3, H)),
+                        RuntimeError, "hx"),
+}
+
+
+@pytest.mark.parametrize("caller", ["functional", "op"])
+@pytest.mark.parametrize("packed,proj", [(False, False), (True, False), (False, True)])
+def test_valid_baseline(caller, packed, proj):
+    """The unmodified arguments used below are accepted (so each error case tests one thing)."""
+    out, hy, cy = call(caller, base(packed=packed, proj=proj))[:3]
+    assert out.shape[-1] == (P if proj else H) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("caller", ["functional", "op"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_layer_errors(name, caller):
+    bkw, mutate, exc, match = CASES[name]
+    a = base(**bkw)
+    mutate(a)
+    with pytest.raises(exc, match=match):
+        call(caller, a)
+
+
+# ------------------------------------------------------------------------------------------------
+# Module
+# ------------------------------------------------------------------------------------------------
+def module(**kw):
+    return fused_lstm.LSTM(I, H, **kw)
+
+
+MODULE_CASES = {
+    "input-4d": (dict(), lambda: (torch.randn(T, B, I, 1),), ValueError, "input|4"),
+    "input-1d": (dict(), lambda: (torch.randn(I),), ValueError, "input|1"),
+    "input-size": (dict(), lambda: (torch.randn(T, B, I + 1),), RuntimeError, "input"),
+    "h0-shape": (dict(),
+                 lambda: (torch.randn(T, B, I), (torch.randn(1, B + 1, H), torch.randn(1, B, H))),
+                 RuntimeError, r"h0|hx|h_0|hidden"),
+    "h0-layers": (dict(num_layers=2),
+                  lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(2, B, H))),
+                  RuntimeError, r"h0|hx|h_0|hidden"),
+    "c0-shape": (dict(),
+                 lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H + 1))),
+                 RuntimeError, r"c0|cx|c_0|hidden|cell"),
+    "h0-proj-shape": (dict(proj_size=P),
+                      lambda: (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H))),
+                      RuntimeError, r"h0|hx|h_0|hidden"),
+    "unbatched-with-3d-state": (dict(),
+                                lambda: (torch.randn(T, I),
+                                         (torch.randn(1, B, H), torch.randn(1, B, H))),
+                                RuntimeError, r"h0|hx|h_0|hidden|2-?D|unbatched"),
+    "int-input": (dict(), lambda: (torch.randint(0, 3, (T, B, I)),), EITHER, "input|dtype"),
+    "dtype-mismatch": (dict(), lambda: (torch.randn(T, B, I, dtype=torch.float64),), EITHER,
+                       "input|dtype|weight"),
+    "packed-bad-batch_sizes": (dict(),
+                               lambda: (PackedSequence(torch.randn(5, I),
+                                                       torch.tensor([1, 2, 2])),),
+                               RuntimeError, "batch_sizes"),
+    "packed-zero-batch_sizes": (dict(),
+                                lambda: (PackedSequence(torch.randn(3, I), torch.tensor([3, 0])),),
+                                RuntimeError, "batch_sizes"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODULE_CASES))
+def test_module_errors(name):
+    kw, args, exc, match = MODULE_CASES[name]
+    m = module(**kw)
+    with pytest.raises(exc, match=match):
+        m(*args())
+
+
+CTOR_CASES = {
+    "hidden_size-0": (dict(input_size=I, hidden_size=0), ValueError, "hidden_size"),
+    "hidden_size-float": (dict(input_size=I, hidden_size=7.5), TypeError, "hidden_size"),
+    "num_layers-0": (dict(input_size=I, hidden_size=H, num_layers=0), ValueError, "num_layers"),
+    "dropout-too-big": (dict(input_size=I, hidden_size=H, num_layers=2, dropout=1.5), ValueError,
+                        "dropout"),
+    "dropout-negative": (dict(input_size=I, hidden_size=H, num_layers=2, dropout=-0.1), ValueError,
+                         "dropout"),
+    "proj_size-negative": (dict(input_size=I, hidden_size=H, proj_size=-1), ValueError,
+                           "proj_size"),
+    "proj_size-ge-hidden": (dict(input_size=I, hidden_size=H, proj_size=H), ValueError,
+                            "proj_size"),
+}
+
+
+@pytest.mark.parametrize("name", list(CTOR_CASES))
+def test_constructor_errors(name):
+    kw, exc, match = CTOR_CASES[name]
+    with pytest.raises(exc, match=match):
+        fused_lstm.LSTM(**kw)
+    with pytest.raises(exc, match=match):  # nn.LSTM agrees on the class and names the argument
+        nn.LSTM(**kw)
+
+
+def test_module_rejects_empty_sequence_like_nn_lstm():
+    # nn.LSTM: RuntimeError "Expected sequence length to be larger than 0 in RNN".
+    for batch_first in (False, True):
+        m = fused_lstm.LSTM(3, 4, batch_first=batch_first)
+        x = torch.randn(2, 0, 3) if batch_first else torch.randn(0, 2, 3)
+        with pytest.raises(RuntimeError, match="sequence length"):
+            m(x)
+
+# ------------------------------------------------------------------------------------------------
+# The battery: devices, PackedSequences, sizes, surgery, the backward op, hostile inputs
+# ------------------------------------------------------------------------------------------------
 F64, F32 = torch.float64, torch.float32
 BIG = 2**32 + 1  # a batch size that 32-bit arithmetic would truncate to 1
 op_forward = torch.ops.fused_lstm.lstm_layer_forward
@@ -85,7 +294,8 @@ def huge_bs_sum():
     wide = 2**62
     return dict(input=torch.randn(3, I), batch_sizes=torch.tensor([wide] * 4 + [3]),
                 hx=torch.zeros(1, 1).expand(wide, 1), cx=torch.zeros(1, 1).expand(wide, 1),
-                weight_ih=torch.randn(4, I), weight_hh=torch.randn(4, 1), bias_ih=None, bias_hh=None)
+                weight_ih=torch.randn(4, I), weight_hh=torch.randn(4, 1), bias_ih=None,
+                bias_hh=None)
 
 
 # name: (call, exception class, regex the message must match: the argument's name)
@@ -94,7 +304,8 @@ RAISES = {
     "module/input-on-meta": (lambda: module_with()(meta(x3())), RuntimeError, "device"),
     "module/h0-on-meta": (lambda: module_with()(x3(), (meta(state()), state())), RuntimeError,
                           "hx on the device"),
-    "module/weight-on-meta": (lambda: module_with("weight_ih_l0", meta(torch.randn(4 * H, I)))(x3()),
+    "module/weight-on-meta": (lambda: module_with("weight_ih_l0",
+                                                  meta(torch.randn(4 * H, I)))(x3()),
                               RuntimeError, "weight_ih on the device"),
     "module/empty-packed": (lambda: module_with()(PackedSequence(torch.empty(0, I),
                                                                  torch.empty(0, dtype=torch.long))),
@@ -106,10 +317,12 @@ RAISES = {
         lambda: module_with()(PackedSequence(torch.randn(3, I), torch.tensor([2**40]))),
         RuntimeError, r"batch_sizes\[0\]"),
     "module/batch_sizes-int32": (
-        lambda: module_with()(PackedSequence(torch.randn(5, I), torch.tensor([2, 2, 1], dtype=torch.int32))),
+        lambda: module_with()(PackedSequence(torch.randn(5, I),
+                                             torch.tensor([2, 2, 1], dtype=torch.int32))),
         RuntimeError, "batch_sizes"),
     "module/batch-2^32+1-vs-h0-batch-1": (
-        lambda: module_with()(torch.zeros(1, 1, I).expand(T, BIG, I), (state(batch=1), state(batch=1))),
+        lambda: module_with()(torch.zeros(1, 1, I).expand(T, BIG, I),
+                              (state(batch=1), state(batch=1))),
         RuntimeError, r"hidden\[0\]"),
     "module/hx-not-a-pair": (lambda: module_with()(x3(), state()), TypeError, "hx"),
     "module/state_dict-wrong-hidden": (lambda: load(nn.LSTM(I, H + 1).state_dict()), RuntimeError,
@@ -122,18 +335,23 @@ RAISES = {
     "module/state_dict-bidirectional-into-one-direction": (
         lambda: load(nn.LSTM(I, H, bidirectional=True).state_dict()), RuntimeError, "_reverse"),
     "module/weight_hh-replaced-wrong-shape": (
-        lambda: module_with("weight_hh_l0", torch.randn(4 * H, H + 1))(x3()), RuntimeError, "weight_hh"),
+        lambda: module_with("weight_hh_l0", torch.randn(4 * H, H + 1))(x3()), RuntimeError,
+        "weight_hh"),
     "module/bias-replaced-wrong-dtype": (
-        lambda: module_with("bias_hh_l0", torch.randn(4 * H, dtype=F64))(x3()), ValueError, "bias_hh"),
+        lambda: module_with("bias_hh_l0", torch.randn(4 * H, dtype=F64))(x3()), ValueError,
+        "bias_hh"),
     # -- functional ----------------------------------------------------------------------------
     "functional/input-not-a-tensor": (lambda: functional(input=[[1.0] * I]), TypeError, "input"),
-    "functional/batch_sizes-a-list": (lambda: functional(input=torch.randn(5, I), batch_sizes=[2, 2, 1]),
+    "functional/batch_sizes-a-list": (lambda: functional(input=torch.randn(5, I),
+                                                         batch_sizes=[2, 2, 1]),
                                       TypeError, "batch_sizes"),
     "functional/weight_hh-None": (lambda: functional(weight_hh=None), TypeError, "weight_hh"),
-    "functional/batch_sizes-sum-overflows-int64": (lambda: functional(**huge_bs_sum()), RuntimeError,
+    "functional/batch_sizes-sum-overflows-int64": (lambda: functional(**huge_bs_sum()),
+                                                   RuntimeError,
                                                    "batch_sizes"),
     "functional/batch_sizes0-beyond-data-no-hx": (
-        lambda: functional(input=torch.randn(3, I), batch_sizes=torch.tensor([2**40]), hx=None, cx=None),
+        lambda: functional(input=torch.randn(3, I), batch_sizes=torch.tensor([2**40]), hx=None,
+                           cx=None),
         RuntimeError, r"batch_sizes\[0\]"),
     "functional/packed-batch-2^32+1-vs-hx-batch-1": (
         lambda: functional(input=torch.zeros(1, I).expand(BIG, I), batch_sizes=torch.tensor([BIG]),
@@ -145,12 +363,15 @@ RAISES = {
     "op/batch_sizes-on-meta": (
         lambda: forward_op({**base(packed=True), "batch_sizes": meta(torch.tensor([2, 2, 1]))}),
         RuntimeError, "batch_sizes"),
-    "op/batch_sizes-sum-overflows-int64": (lambda: forward_op({**base(), **huge_bs_sum()}), RuntimeError,
+    "op/batch_sizes-sum-overflows-int64": (lambda: forward_op({**base(), **huge_bs_sum()}),
+                                           RuntimeError,
                                            "batch_sizes"),
     # -- raw backward op -----------------------------------------------------------------------
     "backward/workspace-not-saved": (
-        lambda: backward_op(gates=torch.empty(0), cells=torch.empty(0)), RuntimeError, "save_workspace"),
-    "backward/gates-float64": (lambda: backward_op(gates=lambda b: b["gates"].double()), RuntimeError,
+        lambda: backward_op(gates=torch.empty(0), cells=torch.empty(0)), RuntimeError,
+        "save_workspace"),
+    "backward/gates-float64": (lambda: backward_op(gates=lambda b: b["gates"].double()),
+                               RuntimeError,
                                "gates"),
     "backward/cells-wrong-size": (lambda: backward_op(cells=torch.randn(T, B, H - 1)), RuntimeError,
                                   "cells"),
@@ -336,9 +557,10 @@ def expected_without_tokens(a, dtype):
     gen = torch.Generator().manual_seed(1)
     shapes = [(*x.shape[:-1], hx.size(1)), hx.shape, cx.shape]
     upstream = [torch.randn(s, dtype=dtype, generator=gen) for s in shapes]
-    zeros = [torch.zeros_like(a[k].to(dtype)) for k in ("input", "weight_ih", "weight_hh", "bias_ih",
-                                                         "bias_hh")]
-    return [torch.empty(shapes[0], dtype=dtype), hx, cx, zeros[0], upstream[1], upstream[2], *zeros[1:]]
+    zeros = [torch.zeros_like(a[k].to(dtype))
+             for k in ("input", "weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    return [torch.empty(shapes[0], dtype=dtype), hx, cx, zeros[0], upstream[1], upstream[2],
+            *zeros[1:]]
 
 
 def expanded(shape):

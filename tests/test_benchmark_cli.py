@@ -3,7 +3,6 @@
 
 matplotlib is required, not optional: scripts/bootstrap.sh installs it, and the plots are part of
 what --out-dir promises."""
-import importlib.util
 import json
 import math
 import os
@@ -13,9 +12,12 @@ import sys
 import pytest
 import torch
 
+from benchmarks import benchmark as bench
+from benchmarks import plot
+from benchmarks.workloads import ReferenceLSTM
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "benchmarks", "benchmark.py")
-PLOT = os.path.join(ROOT, "benchmarks", "plot.py")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ENV_KEYS = {"device", "device_name", "cpu_model", "cpu_capability", "threads", "torch_version",
             "cuda_version", "git_commit", "fused_lstm_build_info", "suite", "impls", "modes",
@@ -27,17 +29,10 @@ RESULT_KEYS = {"median_ms", "iqr_ms", "samples", "tokens_per_s", "memory_bytes",
                "max_abs_diff", "error"}
 
 
-def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_cli(*args, timeout=120):
-    # The installed fused_lstm (editable or not) is the one under test, as for the other tests;
-    # putting the source tree first on PYTHONPATH would shadow a non-editable install's _C.
+    # Run by path, as the README does: the script appends the repo root to sys.path itself (an
+    # installed fused_lstm keeps precedence: the source tree first on PYTHONPATH would shadow a
+    # non-editable install's _C).
     return subprocess.run([sys.executable, BENCH, "--device", "cpu", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -55,7 +50,7 @@ def tiny_run(tmp_path_factory):
 def test_cli_writes_table_json_and_pngs(tiny_run):
     out_dir, explicit, proc = tiny_run
     # Markdown table on stdout, one line per (config, mode).
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("| ")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| config | dtype | mode | nn.LSTM ms")
     assert "nn/fused" in lines[0] and "nn/reference" in lines[0]
     jsons = sorted(out_dir.glob("cpu-tiny-*.json"))
@@ -98,7 +93,6 @@ def test_cli_writes_table_json_and_pngs(tiny_run):
 
 
 def test_plot_cli_from_json(tiny_run, tmp_path):
-    plot = load("bench_plot", PLOT)
     out_dir, explicit, _ = tiny_run
     assert plot.main([str(explicit), "--out-dir", str(tmp_path)]) == 0
     for name in ("result-speedup-vs-H.png", "result-time-per-step-vs-T.png"):
@@ -131,24 +125,33 @@ def test_config_option_modes_and_json(tmp_path):
 
 
 def test_suites_list_and_argument_errors(capsys):
-    bench = load("bench_cli", BENCH)
     for suite in ("quick", "standard", "packed", "sweep", "gpu"):
         assert bench.main(["--device", "cpu", "--suite", suite, "--list"]) == 0
     listing = capsys.readouterr().out
     assert "T=100 B=64 I=512 H=512 L=3" in listing and "packed len[30,100)" in listing
-    for bad in (["--modes", "backward"], ["--impls", "cudnn"], ["--config", "1,2,3"],
-                ["--config", "1,2,3,4", "--suite", "quick"]):
-        with pytest.raises(SystemExit) as e:
+    for bad, why in ((["--modes", "backward"], "unknown mode"),
+                     (["--impls", "cudnn"], "unknown implementation"),
+                     (["--config", "1,2,3"], "expected T,B,I,H"),
+                     (["--config", "1,2,3,4", "--suite", "quick"], "exclude each other")):
+        with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
             bench.main(["--device", "cpu", *bad])
-        assert e.value.code == 2
+        assert why in capsys.readouterr().err, bad
+
+
+def test_module_form_runs():
+    # `python3 -m benchmarks.benchmark` (no sys.path bootstrap: the package is imported as such).
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.benchmark", "--device", "cpu",
+                           "--suite", "tiny", "--list"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("tiny ") == 4 and "T=6 B=3 I=8 H=8 L=2 bidir" in proc.stdout
 
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_reference_runner_matches_nn_lstm(packed):
-    bench = load("bench_ref", BENCH)
     lstm = torch.nn.LSTM(5, 6, num_layers=2, bidirectional=True, proj_size=3,
                          dtype=torch.float64)
-    ref = bench.ReferenceLSTM(lstm)
+    ref = ReferenceLSTM(lstm)
     x = torch.randn(7, 4, 5, dtype=torch.float64)
     h0 = torch.randn(4, 4, 3, dtype=torch.float64)
     c0 = torch.randn(4, 4, 6, dtype=torch.float64)

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 import fused_lstm
-from lstm_testing import assert_close
+from tests.lstm_testing import assert_close
 
 F64 = torch.float64
-I, H = 3, 4
+I, H = 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 
 class Model(nn.Module):

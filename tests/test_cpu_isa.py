@@ -1,6 +1,7 @@
 """Every per-instruction-set build of the CPU gate passes (Note [CPU instruction sets]) agrees
 with nn.LSTM. The build is chosen once per process from ATEN_CPU_CAPABILITY / the CPU, so each
 one runs in a subprocess; builds this CPU cannot run fall back (ATen caps the capability)."""
+import functools
 import os
 import subprocess
 import sys
@@ -24,8 +25,22 @@ CHECK = textwrap.dedent("""
             outs.append([out.data, h, c, *torch.autograd.grad(loss, list(m.parameters()))])
         for a, b in zip(*outs):
             torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-    print(fused_lstm.build_info()["cpu_instruction_set"])
+    # The build that ran, and the capability ATen settled on (ATEN_CPU_CAPABILITY, capped by
+    # what this CPU has): fused_lstm picks its build from the latter.
+    print(fused_lstm.build_info()["cpu_instruction_set"], torch.backends.cpu.get_cpu_capability())
 """)
+ORDER = ["default", "avx2", "avx512"]
+
+
+@functools.lru_cache(maxsize=None)
+def _hardware_capability() -> str:
+    """The best capability ATen finds on this CPU (ATEN_CPU_CAPABILITY unset), lower-cased."""
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    result = subprocess.run([sys.executable, "-c", "import torch; "
+                             "print(torch.backends.cpu.get_cpu_capability())"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().lower()
 
 
 @pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
@@ -34,8 +49,13 @@ def test_cpu_instruction_set_builds_match_nn_lstm(capability):
     result = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    chosen = result.stdout.strip().splitlines()[-1]
-    assert chosen in ("default", "avx2", "avx512")
-    if capability == "default":
-        assert chosen == "default"
-    print(f"ATEN_CPU_CAPABILITY={capability}: ran the {chosen} build")
+    chosen, aten = result.stdout.strip().splitlines()[-1].split()
+    hardware = _hardware_capability()
+    if hardware not in ORDER:  # not an x86 CPU: only the default build exists
+        assert chosen == "default", (chosen, aten, hardware)
+        return
+    # The build that ran is the one for ATen's capability...
+    assert chosen == aten.lower(), (chosen, aten)
+    # ...which is the requested one whenever this CPU has it (else the best it has).
+    expected = ORDER[min(ORDER.index(capability), ORDER.index(hardware))]
+    assert chosen == expected, f"asked for {capability} on a {hardware} CPU, ran {chosen}"

@@ -7,8 +7,9 @@ whose H is a multiple of 16) and FUSED_LSTM_CPU_PACKED_GEMM=0 (no MKL), read onc
 each environment runs in a subprocess of its own. The shapes
 cover partial unit blocks (H not a multiple of the block size), packed sequences whose steps
 shrink and (reverse direction) grow, projections, two layers, sequences too short to prepare the
-weights for (fewer than 4 steps), single steps, and one and two threads; calls reusing pooled scratch memory
-(Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls without the pool;
+weights for (fewer than 4 steps), single steps, and one and two threads; calls reusing pooled
+scratch memory (Note [CPU scratch memory] in csrc/cpu/scratch_pool.h) against the same calls
+without the pool;
 and the prepared-weight cache seeing every kind of weight update.
 """
 import json
@@ -26,14 +27,14 @@ CHECK = textwrap.dedent("""
     import sys, torch, fused_lstm
     from torch import nn
     from torch.nn.utils.rnn import pack_padded_sequence
-    sys.path.insert(0, TESTS_DIR)
-    from lstm_testing import rel_err
+    from tests.lstm_testing import rel_err
 
     def check(B, H, dtype, threads, proj=0, layers=1, bidirectional=True, lengths=None, T=9):
         torch.set_num_threads(threads)
         torch.manual_seed(B * 1000 + H)
         I = 24
-        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional, proj_size=proj).to(dtype)
+        ref = nn.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
+                      proj_size=proj).to(dtype)
         fused = fused_lstm.LSTM(I, H, num_layers=layers, bidirectional=bidirectional,
                                 proj_size=proj).to(dtype)
         fused.load_state_dict(ref.state_dict())
@@ -68,7 +69,8 @@ CHECK = textwrap.dedent("""
         x = torch.randn(9, B, I, dtype=torch.float64).to(torch.bfloat16)
         results = {}
         for name, m, dtype in (("ref", ref64, torch.float64),
-                               ("nn", nn.LSTM(I, H, bidirectional=True, proj_size=proj), torch.bfloat16),
+                               ("nn", nn.LSTM(I, H, bidirectional=True, proj_size=proj),
+                                torch.bfloat16),
                                ("fused", fused_lstm.LSTM(I, H, bidirectional=True, proj_size=proj),
                                 torch.bfloat16)):
             if name != "ref":
@@ -84,8 +86,8 @@ CHECK = textwrap.dedent("""
         for i, (f, t, r) in enumerate(zip(results["fused"], results["nn"], results["ref"])):
             e_f, e_t = rel_err(f, r), rel_err(t, r)
             if not e_f <= 2 * e_t + 1e-3:
-                sys.exit(f"bf16 B={B} H={H} proj={proj} threads={threads}: result {i} error {e_f:.2e} "
-                         f"> 2 x nn.LSTM's {e_t:.2e} + 1e-3")
+                sys.exit(f"bf16 B={B} H={H} proj={proj} threads={threads}: result {i} "
+                         f"error {e_f:.2e} > 2 x nn.LSTM's {e_t:.2e} + 1e-3")
 
     for threads in (1, 2):
         check_bf16(3, 48, threads)                              # blocks of 16 units
@@ -97,7 +99,7 @@ CHECK = textwrap.dedent("""
         check_bf16(5, 32, threads, proj=8)                      # AMX products of float h
         for dtype in (torch.float32, torch.float64):
             check(1, 20, dtype, threads)                       # too small to split: one block
-            check(3, 130, dtype, threads, layers=2)            # 2 threads: block 32, partial block of 2
+            check(3, 130, dtype, threads, layers=2)            # 2 threads: block 32, partial 2
             check(40, 70, dtype, threads, proj=9)              # 40 rows: MKL's path when present
             check(36, 512, dtype, threads, bidirectional=False)  # block 64, eight full blocks
             lengths = torch.randint(1, 10, (37,))
@@ -156,17 +158,18 @@ ENVIRONMENTS = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
-TUNING_VARIABLES = ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB", "FUSED_LSTM_CPU_GEMM",
-                    "FUSED_LSTM_CPU_RECURRENT_GEMM")
+TUNING_VARIABLES = ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB",
+                    "FUSED_LSTM_CPU_GEMM", "FUSED_LSTM_CPU_RECURRENT_GEMM")
 
 
 @pytest.mark.parametrize("environment", list(ENVIRONMENTS))
 def test_recurrent_paths_match_nn_lstm(environment):
     env = {k: v for k, v in os.environ.items() if k not in TUNING_VARIABLES}
     env.update(ENVIRONMENTS[environment])
-    code = CHECK.replace("TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=600)
+    # From the repo root, where `python -c` finds the `tests` package (CHECK imports its helpers).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=root)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
 
 
@@ -203,7 +206,8 @@ def test_kernel_choices_are_measured_or_pinned(environment):
             assert sorted(c["shape_class"].split(" N_block")[0] for c in recurrent) == [
                 "recurrent float32 rows<=16 K=256", "recurrent float32 rows<=16 K=64"], choices
             for c in recurrent:
-                assert c["chosen"] in ("mkl_packed", "brgemm") and c["how"].startswith("measured"), c
+                assert c["chosen"] in ("mkl_packed", "brgemm"), c
+                assert c["how"].startswith("measured"), c
     else:
         assert choices == [], choices  # pinned: nothing measured
 
@@ -212,10 +216,17 @@ def test_build_info_names_the_recurrent_gemm_kernels():
     info = fused_lstm.build_info()["cpu_recurrent_gemms"]
     assert info.startswith("fp32: ") and "; bf16: " in info, info
     # FUSED_LSTM_CPU_PACKED_GEMM=0 (read once per process) takes MKL out.
-    proc = subprocess.run([sys.executable, "-c",
-                           "import fused_lstm; print(fused_lstm.build_info()['cpu_recurrent_gemms'])"],
-                          env={**os.environ, "FUSED_LSTM_CPU_PACKED_GEMM": "0"}, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import fused_lstm; print(fused_lstm.build_info()['cpu_recurrent_gemms'])",
+        ],
+        env={**os.environ, "FUSED_LSTM_CPU_PACKED_GEMM": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "MKL" not in proc.stdout, proc.stdout + proc.stderr
 
 

@@ -10,18 +10,17 @@ from torch.autograd import gradcheck
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
-from lstm_testing import (
+from tests.lstm_testing import (
     KEYS,
     Case,
     assert_close,
     assert_lowp_ok,
     compare,
     copy_weights_from,
-    requires_cuda,
     run,
 )
 
-pytestmark = [pytest.mark.cuda, requires_cuda]
+pytestmark = pytest.mark.cuda
 
 F64 = torch.float64
 LOWP = [pytest.param(torch.float16, id="f16"), pytest.param(torch.bfloat16, id="bf16")]
@@ -79,7 +78,9 @@ def test_cuda_fp32_error_rule(shape, no_tf32):
     _error_rule(torch.float32, shape)
 
 
-@pytest.mark.parametrize("shape", ["H7", "H33-proj", "H33-rev", "H33-packed", "H128-packed-rev-proj"])
+@pytest.mark.parametrize(
+    "shape", ["H7", "H33-proj", "H33-rev", "H33-packed", "H128-packed-rev-proj"]
+)
 def test_cuda_fp64_vs_cpu_nn(shape):
     case_kw, run_kw = _split(SHAPES[shape])
     case = Case(**case_kw)
@@ -108,16 +109,26 @@ def test_cuda_vs_cpu_fused(dtype, tol, shape, no_tf32):
 @pytest.mark.parametrize("name", ["plain", "proj", "reverse", "packed-reverse"])
 def test_cuda_gradcheck(name):
     torch.manual_seed(0)
-    T, B, I, H = 3, 2, 3, 4
+    T, B, I, H = 3, 2, 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
     P = 2 if name == "proj" else 0
     Pe = P or H
     reverse = "reverse" in name
     bs = torch.tensor([2, 2, 1]) if "packed" in name else None
     dev = "cuda"
-    x = torch.randn(5, I, dtype=F64, device=dev) if bs is not None else torch.randn(T, B, I, dtype=F64, device=dev)
-    args = [x, 0.5 * torch.randn(B, Pe, dtype=F64, device=dev), 0.5 * torch.randn(B, H, dtype=F64, device=dev),
-            0.5 * torch.randn(4 * H, I, dtype=F64, device=dev), 0.5 * torch.randn(4 * H, Pe, dtype=F64, device=dev),
-            0.5 * torch.randn(4 * H, dtype=F64, device=dev), 0.5 * torch.randn(4 * H, dtype=F64, device=dev)]
+    x = (
+        torch.randn(5, I, dtype=F64, device=dev)
+        if bs is not None
+        else torch.randn(T, B, I, dtype=F64, device=dev)
+    )
+    args = [
+        x,
+        0.5 * torch.randn(B, Pe, dtype=F64, device=dev),
+        0.5 * torch.randn(B, H, dtype=F64, device=dev),
+        0.5 * torch.randn(4 * H, I, dtype=F64, device=dev),
+        0.5 * torch.randn(4 * H, Pe, dtype=F64, device=dev),
+        0.5 * torch.randn(4 * H, dtype=F64, device=dev),
+        0.5 * torch.randn(4 * H, dtype=F64, device=dev),
+    ]
     if P:
         args.append(0.5 * torch.randn(P, H, dtype=F64, device=dev))
     for a in args:
@@ -162,7 +173,7 @@ def _module_run(m, x, hx, packed_lengths=None, enforce_sorted=True, seed=3):
 @pytest.mark.parametrize("name", list(MODULE_CFGS))
 def test_cuda_module_vs_cpu_nn_fp64(name, packed):
     cfg = MODULE_CFGS[name]
-    I, H, T, B = 12, 24, 6, 4
+    I, H, T, B = 12, 24, 6, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
     torch.manual_seed(0)
     ref = nn.LSTM(I, H, dtype=F64, **cfg)
     fused = fused_lstm.LSTM.from_torch(ref).cuda()
@@ -170,7 +181,10 @@ def test_cuda_module_vs_cpu_nn_fp64(name, packed):
     bf = cfg.get("batch_first", False)
     x = torch.randn(*((B, T) if bf else (T, B)), I, dtype=F64)
     L = cfg["num_layers"] * (2 if cfg.get("bidirectional") else 1)
-    hx = (torch.randn(L, B, cfg.get("proj_size", 0) or H, dtype=F64), torch.randn(L, B, H, dtype=F64))
+    hx = (
+        torch.randn(L, B, cfg.get("proj_size", 0) or H, dtype=F64),
+        torch.randn(L, B, H, dtype=F64),
+    )
     lengths = torch.tensor([6, 2, 5, 3]) if packed else None
     r = _module_run(ref, x, hx, lengths, enforce_sorted=False)
     f = _module_run(fused, x.cuda(), tuple(t.cuda() for t in hx), lengths, enforce_sorted=False)
@@ -183,7 +197,7 @@ def test_cuda_module_vs_cpu_nn_fp64(name, packed):
 @pytest.mark.parametrize("name", list(MODULE_CFGS))
 def test_cuda_module_vs_cudnn_fp32(name, no_tf32):
     cfg = MODULE_CFGS[name]
-    I, H, T, B = 32, 64, 10, 8
+    I, H, T, B = 32, 64, 10, 8  # noqa: E741  (I: the input size, as in nn.LSTM)
     torch.manual_seed(0)
     ref = nn.LSTM(I, H, **cfg).cuda()
     fused = fused_lstm.LSTM.from_torch(ref)
@@ -197,16 +211,20 @@ def test_cuda_module_vs_cudnn_fp32(name, no_tf32):
 
 @pytest.mark.parametrize("dtype", LOWP)
 def test_cuda_module_lowp_error_rule(dtype):
-    I, H, T, B = 32, 64, 10, 8
+    I, H, T, B = 32, 64, 10, 8  # noqa: E741  (I: the input size, as in nn.LSTM)
     torch.manual_seed(0)
     ref64 = nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=16, dtype=F64)
     with torch.no_grad():
         for p in ref64.parameters():
             p.copy_(p.to(dtype).to(F64))
     x = torch.randn(T, B, I, dtype=F64).to(dtype).to(F64)
-    ref_lp = nn.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=16, device="cuda", dtype=dtype)
+    ref_lp = nn.LSTM(
+        I, H, num_layers=2, bidirectional=True, proj_size=16, device="cuda", dtype=dtype
+    )
     ref_lp.load_state_dict(ref64.state_dict())
-    fused = fused_lstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=16, device="cuda", dtype=dtype)
+    fused = fused_lstm.LSTM(
+        I, H, num_layers=2, bidirectional=True, proj_size=16, device="cuda", dtype=dtype
+    )
     fused.load_state_dict(ref64.state_dict())
     r64 = _module_run(ref64, x, None)
     rlp = _module_run(ref_lp, x.to("cuda", dtype), None)
@@ -233,12 +251,19 @@ def test_cuda_nondefault_stream():
     """The kernels run on the current stream: work queued before them on a side stream (here a
     long sleep, then the copy that fills the input) must be complete when they read the input."""
     torch.manual_seed(0)
-    T, B, I, H = 8, 4, 16, 32
+    T, B, I, H = 8, 4, 16, 32  # noqa: E741  (I: the input size, as in nn.LSTM)
     m = nn.LSTM(I, H, dtype=torch.float32)
     w = copy_weights_from(m, device="cuda", requires_grad=False)
     x_host = torch.randn(T, B, I)
-    ref, hy_ref, cy_ref = fused_lstm.lstm_layer(x_host.cuda(), None, None, w["weight_ih"], w["weight_hh"],
-                                                bias_ih=w["bias_ih"], bias_hh=w["bias_hh"])
+    ref, hy_ref, cy_ref = fused_lstm.lstm_layer(
+        x_host.cuda(),
+        None,
+        None,
+        w["weight_ih"],
+        w["weight_hh"],
+        bias_ih=w["bias_ih"],
+        bias_hh=w["bias_hh"],
+    )
     torch.cuda.synchronize()
     x = torch.zeros(T, B, I, device="cuda")
     src = x_host.cuda()
@@ -252,7 +277,9 @@ def test_cuda_nondefault_stream():
         out2 = out.clone()
         hy2 = hy.clone()
     torch.cuda.synchronize()
-    assert_close(out2, ref, tol=1e-5, name="output on a side stream (kernel not on the current stream?)")
+    assert_close(
+        out2, ref, tol=1e-5, name="output on a side stream (kernel not on the current stream?)"
+    )
     assert_close(hy2, hy_ref, tol=1e-5, name="hy on a side stream")
 
 
@@ -287,7 +314,7 @@ def test_cuda_second_device():
 
 
 def test_cuda_device_mismatch_errors():
-    T, B, I, H = 3, 2, 4, 5
+    T, B, I, H = 3, 2, 4, 5  # noqa: E741  (I: the input size, as in nn.LSTM)
     x = torch.randn(T, B, I, device="cuda")
     hx, cx = torch.randn(B, H, device="cuda"), torch.randn(B, H, device="cuda")
     wih, whh = torch.randn(4 * H, I, device="cuda"), torch.randn(4 * H, H, device="cuda")
@@ -296,9 +323,11 @@ def test_cuda_device_mismatch_errors():
     with pytest.raises(RuntimeError, match="hx|device"):
         fused_lstm.lstm_layer(x, hx.cpu(), cx, wih, whh)
     with pytest.raises(RuntimeError, match="bias|device"):
-        fused_lstm.lstm_layer(x, hx, cx, wih, whh, bias_ih=torch.randn(4 * H), bias_hh=torch.randn(4 * H))
+        fused_lstm.lstm_layer(
+            x, hx, cx, wih, whh, bias_ih=torch.randn(4 * H), bias_hh=torch.randn(4 * H)
+        )
     m = fused_lstm.LSTM(I, H)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="weight_ih|device"):
         m(x)
 
 
@@ -306,7 +335,7 @@ def test_cuda_device_mismatch_errors():
                          ids=["f32", "f16", "bf16", "f64"])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_cuda_opcheck(dtype, packed):
-    T, B, I, H = 3, 2, 3, 4
+    T, B, I, H = 3, 2, 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
     g = torch.Generator().manual_seed(0)
 
     def r(*s):
@@ -314,12 +343,40 @@ def test_cuda_opcheck(dtype, packed):
 
     bs = torch.tensor([2, 2, 1]) if packed else None
     x = r(5, I) if packed else r(T, B, I)
-    fargs = (x, r(B, H), r(B, H), r(4 * H, I), r(4 * H, H), r(4 * H), r(4 * H), None, bs, packed, True)
+    fargs = (
+        x,
+        r(B, H),
+        r(B, H),
+        r(4 * H, I),
+        r(4 * H, H),
+        r(4 * H),
+        r(4 * H),
+        None,
+        bs,
+        packed,
+        True,
+    )
     torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_forward.default, fargs)
     out, hy, cy, gates, cells = torch.ops.fused_lstm.lstm_layer_forward(*fargs)
     assert gates.device.type == "cuda" and gates.dtype == (F64 if dtype == F64 else torch.float32)
-    bargs = (r(*out.shape), r(*hy.shape), r(*cy.shape), x, fargs[1], fargs[2], fargs[3], fargs[4], None,
-             bs, packed, True, out, gates, cells, [True, True])
+    bargs = (
+        r(*out.shape),
+        r(*hy.shape),
+        r(*cy.shape),
+        x,
+        fargs[1],
+        fargs[2],
+        fargs[3],
+        fargs[4],
+        None,
+        bs,
+        packed,
+        True,
+        out,
+        gates,
+        cells,
+        [True, True],
+    )
     torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, bargs)
 
 
@@ -447,7 +504,7 @@ def test_cuda_persistent_falls_back_when_grid_too_large(no_tf32):
     # fp32 SIMT blocks are 16 x 16 cells; B=1024, H=2048 needs 8192 co-resident blocks, more
     # than any GPU holds, so the persistent path must fall back to per-step kernels correctly.
     torch.manual_seed(0)
-    T, B, I, H = 2, 1024, 8, 2048
+    T, B, I, H = 2, 1024, 8, 2048  # noqa: E741  (I: the input size, as in nn.LSTM)
     x = torch.randn(T, B, I)
     w = [torch.randn(4 * H, I) * 0.05, torch.randn(4 * H, H) * 0.02, torch.randn(4 * H) * 0.1,
          torch.randn(4 * H) * 0.1]

@@ -47,7 +47,8 @@ def test_default_selection_picks_only_verified_variants(algo, fp32, no_opt_in, m
         used = selection["forward"] + selection["backward"]
         assert used, case
         unverified = [name for name in used if not table[name]["verified"]]
-        # Either everything it would run is verified, or it refuses with a message naming the variant.
+        # Either everything it would run is verified, or it refuses with a message naming the
+        # variant.
         if unverified:
             assert selection["refused"], (case, unverified)
             assert f"FUSED_LSTM_CUDA_UNVERIFIED={unverified[0]}" in selection["refused"]

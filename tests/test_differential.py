@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from differential import MODES, draw_config, run_config
+from tests.differential import MODES, draw_config, run_config
 
 CI_CONFIGS, CHUNKS = 512, 8
 PER_CHUNK = CI_CONFIGS // CHUNKS
@@ -22,8 +22,12 @@ def assert_all_match(seeds, device="cpu", **draw):
         problems = run_config(cfg, device=device)
         if problems:
             failures[str(cfg)] = problems
-    assert not failures, f"{len(failures)} of {len(seeds)} configs differ from nn.LSTM:\n" + "\n".join(
-        f"{cfg}\n    " + "\n    ".join(problems[:5]) for cfg, problems in failures.items())
+    assert not failures, (
+        f"{len(failures)} of {len(seeds)} configs differ from nn.LSTM:\n"
+        + "\n".join(
+            f"{cfg}\n    " + "\n    ".join(problems[:5]) for cfg, problems in failures.items()
+        )
+    )
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))

@@ -15,8 +15,7 @@ import torch
 import torch.distributed as dist
 
 import fused_lstm
-
-import distributed_worker as worker
+from tests import distributed_worker as worker
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -46,15 +45,17 @@ def test_ddp_gloo_matches_single_process(tmp_path):
     torch.manual_seed(0)
     single = worker.Tagger()
     x, y = worker.make_data()
-    grads = worker.train(single, x, y)  # the full batch: the mean loss DDP's averaged gradients match
+    # The full batch: the mean loss DDP's averaged gradients match.
+    grads = worker.train(single, x, y)
     names = [n for n, _ in single.named_parameters()]
     for rank in range(worker.WORLD):
         result = torch.load(tmp_path / f"rank{rank}.pt")
         for name, got, want in zip(names, result["grads"], grads):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=lambda m: f"grad {name}: {m}")
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, name=name: f"grad {name}: {m}")
         for name, got, want in zip(names, result["params"], single.parameters()):
             torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6,
-                                       msg=lambda m: f"param {name}: {m}")
+                                       msg=lambda m, name=name: f"param {name}: {m}")
 
 
 def test_ddp_example_runs_on_cpu_under_torchrun():

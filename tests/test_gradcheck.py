@@ -6,7 +6,7 @@ from torch.autograd import gradcheck
 import fused_lstm
 
 F64 = torch.float64
-T, B, I, H = 3, 2, 3, 4
+T, B, I, H = 3, 2, 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 CASES = {
     "bias": dict(bias=True),

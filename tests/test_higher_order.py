@@ -17,13 +17,13 @@ from torch.nn.utils.rnn import PackedSequence
 
 import fused_lstm
 from fused_lstm import _ops, functional
-from lstm_testing import assert_close, requires_cuda, spread_biases_
+from tests.lstm_testing import assert_close, make_pair, spread_biases_
 
 # torch's own chatter: the first forward-mode AD call loads jvp decompositions via jit.script.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
 F64 = torch.float64
-I, H, P = 2, 3, 2
+I, H, P = 2, 3, 2  # noqa: E741  (I: the input size, as in nn.LSTM)
 
 # Every module feature appears in some configuration: layers, bidirectional, proj_size, no
 # biases, batch_first; each runs with padded and packed input, with and without (h0, c0).
@@ -36,12 +36,6 @@ CONFIGS = {
 MODES = ("padded", "packed")
 CASES = [pytest.param(name, mode, state, id=f"{name}-{mode}-{'hx' if state else 'nohx'}")
          for name in CONFIGS for mode in MODES for state in (True, False)]
-
-
-def make_pair(cfg, seed=0):
-    torch.manual_seed(seed)
-    ref = spread_biases_(nn.LSTM(I, H, dtype=F64, **cfg))
-    return ref, fused_lstm.LSTM.from_torch(ref)
 
 
 class Problem:
@@ -133,7 +127,7 @@ def counted(monkeypatch):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,mode,state", CASES)
 def test_gradgradcheck_module(name, mode, state):
-    _, fused = make_pair(CONFIGS[name])
+    _, fused = make_pair(nn.LSTM, I, H, **CONFIGS[name])
     prob = Problem(CONFIGS[name], mode, state)
     names = list(params_of(fused))
     leaves = [t.clone().requires_grad_() for t in prob.tensors()]
@@ -149,7 +143,7 @@ def test_gradgradcheck_module(name, mode, state):
 @pytest.mark.parametrize("name,mode,state", CASES)
 def test_double_backward_matches_nn(name, mode, state):
     """A gradient penalty: d/d(everything) of |d loss/d(x, params)|^2, as nn.LSTM computes it."""
-    ref, fused = make_pair(CONFIGS[name])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS[name])
     prob = Problem(CONFIGS[name], mode, state)
 
     def second(module):
@@ -248,7 +242,7 @@ def test_cell_double_backward_matches_nn(unbatched):
 
 def test_third_order():
     """The recomputed gradient is differentiable again (d^3/dx^3 of a scalar)."""
-    ref, fused = make_pair(CONFIGS["L1"])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L1"])
     x0 = torch.randn(2, 1, I, dtype=F64)
 
     def third(module):
@@ -265,7 +259,7 @@ def test_third_order():
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,mode,state", CASES)
 def test_jvp_matches_nn(name, mode, state):
-    ref, fused = make_pair(CONFIGS[name])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS[name])
     prob = Problem(CONFIGS[name], mode, state)
     primals = (params_of(fused), prob.tensors())
     tangents = ({k: torch.randn_like(v) for k, v in primals[0].items()},
@@ -293,7 +287,7 @@ def test_jvp_matches_nn(name, mode, state):
 
 def test_forward_ad_module_and_cell():
     """torch.autograd.forward_ad dual tensors through both modules (not torch.func)."""
-    ref, fused = make_pair(CONFIGS["L2-bi-proj"])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L2-bi-proj"])
     ref_cell, cell = _cell_pair(True)
     x, tx = torch.randn(3, 2, I, dtype=F64), torch.randn(3, 2, I, dtype=F64)
     w, tw = fused.weight_hh_l1_reverse.detach(), torch.randn_like(fused.weight_hh_l1_reverse)
@@ -328,7 +322,7 @@ def _nn_vjp(ref, prob, params, inputs, cotangents):
 
 @pytest.mark.parametrize("name,mode,state", CASES[::2])  # with (h0, c0)
 def test_func_grad_vjp_match_nn(name, mode, state, counted):
-    ref, fused = make_pair(CONFIGS[name])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS[name])
     prob = Problem(CONFIGS[name], mode, state)
     args = (params_of(fused), prob.tensors())
 
@@ -347,7 +341,7 @@ def test_func_grad_vjp_match_nn(name, mode, state, counted):
 
 
 def test_jacrev_and_hessian_small():
-    ref, fused = make_pair(CONFIGS["L2-bi-proj"])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L2-bi-proj"])
     params = params_of(fused)
     x = torch.randn(2, 1, I, dtype=F64)
 
@@ -362,7 +356,7 @@ def test_jacrev_and_hessian_small():
 
 def test_hessian_vector_products():
     """Forward-over-reverse (jvp of grad) and reverse-over-reverse, both with parameters."""
-    ref, fused = make_pair(CONFIGS["L2-proj-nobias"])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L2-proj-nobias"])
     params = params_of(fused)
     v = {k: torch.randn_like(p) for k, p in params.items()}
     x = torch.randn(3, 2, I, dtype=F64)
@@ -392,7 +386,7 @@ def test_vmap_matches_loop_in_one_fused_call(name, mode, state, counted):
     """vmap over a leading dimension of the input and of the states: one fused call per layer
     and direction (the vmapped dimension folds into the batch), equal to a loop of calls."""
     cfg = CONFIGS[name]
-    _, fused = make_pair(cfg)
+    _, fused = make_pair(nn.LSTM, I, H, **cfg)
     V = 3
     probs = [Problem(cfg, mode, state, seed=s) for s in range(V)]
     stacked = [torch.stack(ts) for ts in zip(*(p.tensors() for p in probs))]
@@ -408,7 +402,7 @@ def test_vmap_matches_loop_in_one_fused_call(name, mode, state, counted):
 
 def test_vmap_states_only_and_unbatched_input():
     """in_dims=None for the input, vmapped states; and unbatched per-sample input."""
-    _, fused = make_pair(CONFIGS["L2-bi-proj"])
+    _, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L2-bi-proj"])
     x = torch.randn(3, 2, I, dtype=F64)
     h0, c0 = torch.randn(4, 4, 2, P, dtype=F64), torch.randn(4, 4, 2, H, dtype=F64)
     got = vmap(lambda h, c: fused(x, (h, c))[0])(h0, c0)
@@ -454,8 +448,8 @@ def test_vmap_raw_ops():
 
     for wi_dim, mask in ((None, [True, False]), (0, [True, True]), (None, [False, True])):
         wi = w_ih if wi_dim is not None else w_ih[0]
-        got = vmap(lambda x, h, c, w: run(x, h, c, w, mask), in_dims=(0, 0, 0, wi_dim))(
-            xs, hs, cs, wi)
+        got = vmap(lambda x, h, c, w, mask=mask: run(x, h, c, w, mask),
+                   in_dims=(0, 0, 0, wi_dim))(xs, hs, cs, wi)
         for v in range(V):
             expected = run(xs[v], hs[v], cs[v], w_ih[v] if wi_dim is not None else wi, mask)
             for k, (g, e) in enumerate(zip(got, expected)):
@@ -465,8 +459,8 @@ def test_vmap_raw_ops():
 
 def test_vmap_over_weights_loops():
     """Vmapped weights (an ensemble) cannot fold: one fused call per member, same numbers."""
-    _, fused = make_pair(CONFIGS["L1"])
-    members = [params_of(make_pair(CONFIGS["L1"], seed=s)[1]) for s in range(3)]
+    _, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L1"])
+    members = [params_of(make_pair(nn.LSTM, I, H, seed=s, **CONFIGS["L1"])[1]) for s in range(3)]
     stacked = {k: torch.stack([m[k] for m in members]) for k in members[0]}
     x = torch.randn(3, 2, I, dtype=F64)
     got = vmap(lambda p: functional_call(fused, p, (x,))[0])(stacked)
@@ -482,7 +476,7 @@ def test_vmap_cell():
 
 def test_grad_of_vmap_is_one_fused_backward(counted):
     """grad(vmap(f)): the folded call is what autograd sees, so backward is one fused call."""
-    ref, fused = make_pair(CONFIGS["L1"])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L1"])
     xs = torch.randn(4, 3, 2, I, dtype=F64)
 
     def loss(module):
@@ -499,7 +493,7 @@ def test_grad_of_vmap_is_one_fused_backward(counted):
 def test_per_sample_gradients(name, counted):
     """vmap(grad(loss), in_dims=(None, 0, 0)) over samples equals a loop over samples with
     nn.LSTM; first order stays on the fused ops."""
-    ref, fused = make_pair(CONFIGS[name])
+    ref, fused = make_pair(nn.LSTM, I, H, **CONFIGS[name])
     V = 3
     xs = torch.randn(V, 4, I, dtype=F64)  # each sample unbatched [T, I]
     cfg = CONFIGS[name]
@@ -535,7 +529,7 @@ def test_per_sample_gradients_cell():
 def test_first_order_runs_only_fused_ops(counted):
     """loss.backward(): one fused forward and backward per layer and direction, no recompute,
     and nothing saved beyond the workspace and the call's own inputs."""
-    _, fused = make_pair(CONFIGS["L2-bi-proj"])
+    _, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L2-bi-proj"])
     x = torch.randn(3, 2, I, dtype=F64, requires_grad=True)
     penalty(fused(x)[0:1]).backward()
     assert counted == {"forward": 4, "backward": 4, "reference": 0}
@@ -551,7 +545,7 @@ def test_vmap_over_batch_sizes_raises(with_state):
     with pytest.raises(RuntimeError, match="vmap over batch_sizes is not supported"):
         vmap(lambda d, bs, s: fused_lstm.lstm_layer(d, s, s, batch_sizes=bs, **w),
              in_dims=(0, 0, 0 if with_state else None))(torch.randn(2, 3, I), batch_sizes, state)
-    _, fused = make_pair(CONFIGS["L1"])
+    _, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L1"])
     with pytest.raises(RuntimeError, match="vmap over batch_sizes is not supported"):
         vmap(lambda d, bs: fused(PackedSequence(d, bs))[1][0])(
             torch.randn(2, 3, I, dtype=F64), batch_sizes)
@@ -561,11 +555,10 @@ def test_vmap_over_batch_sizes_raises(with_state):
 # CUDA (skipped without a GPU): double backward, where cuDNN's LSTM has none; jvp; vmap
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.cuda
-@requires_cuda
 def test_cuda_higher_order_matches_cpu():
     """The module with CUDA parameters (functional_call) gives the CPU's second derivatives,
     tangents and vmapped outputs."""
-    _, fused = make_pair(CONFIGS["L2-bi-proj"])
+    _, fused = make_pair(nn.LSTM, I, H, **CONFIGS["L2-bi-proj"])
     prob = Problem(CONFIGS["L2-bi-proj"], "packed", True)
     params = params_of(fused)
     on = {"cpu": lambda t: t, "cuda": lambda t: t.cuda()}
@@ -589,7 +582,7 @@ def test_cuda_higher_order_matches_cpu():
     xs = torch.randn(3, 3, 2, I, dtype=F64)
     for device in ("cuda", "cpu"):
         p = {k: on[device](v) for k, v in params.items()}
-        out = lambda xx: functional_call(fused, p, (xx,))[0]  # noqa: E731
+        out = lambda xx, p=p: functional_call(fused, p, (xx,))[0]  # noqa: E731
         tangent = jvp(out, (on[device](x),), (on[device](tx),))[1].cpu()
         vmapped = vmap(out)(on[device](xs)).cpu()
         if device == "cuda":

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import fused_lstm
-from lstm_testing import (
+from tests.lstm_testing import (
     Case,
     assert_close,
     compare,
@@ -69,7 +69,9 @@ def test_reference_vs_nn_lstm(cfg):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("H,proj", [(1, False), (33, False), (33, True)], ids=["H1", "H33", "H33-proj"])
+@pytest.mark.parametrize(
+    "H,proj", [(1, False), (33, False), (33, True)], ids=["H1", "H33", "H33-proj"]
+)
 def test_T1_B1_large_input(dtype, H, proj):
     case = Case(1, 1, 300, H, proj_for(H, proj))
     fused = run(case, "fused", dtype)
@@ -102,7 +104,7 @@ def test_reverse_vs_nn_bidirectional(dtype, H, proj, bias):
 @pytest.mark.parametrize("proj", [False, True], ids=["noproj", "proj"])
 def test_reverse_equals_flipped_forward(proj):
     torch.manual_seed(1)
-    T, B, I, H = 6, 3, 4, 7
+    T, B, I, H = 6, 3, 4, 7  # noqa: E741  (I: the input size, as in nn.LSTM)
     P = proj_for(H, proj)
     m = nn.LSTM(I, H, proj_size=P, dtype=F64)
     w = copy_weights_from(m, requires_grad=False)
@@ -133,7 +135,9 @@ X_VIEWS = {
     # last dim not contiguous (stride 2)
     "strided_last": lambda x: torch.stack([x, torch.zeros_like(x)], dim=-1)[..., 0],
     # a slice of a larger tensor (storage offset, padded batch stride)
-    "sliced": lambda x: torch.cat([torch.zeros_like(x), x, torch.zeros_like(x)], dim=1)[:, x.shape[1]:2 * x.shape[1]],
+    "sliced": lambda x: torch.cat([torch.zeros_like(x), x, torch.zeros_like(x)], dim=1)[
+        :, x.shape[1] : 2 * x.shape[1]
+    ],
 }
 
 
@@ -187,7 +191,7 @@ def test_none_state_equals_zero_state():
 
 
 def test_output_shapes_and_dtypes():
-    T, B, I, H, P = 3, 2, 4, 6, 2
+    T, B, I, H, P = 3, 2, 4, 6, 2  # noqa: E741  (I: the input size, as in nn.LSTM)
     case = Case(T, B, I, H, P)
     for dtype in (torch.float32, F64, torch.bfloat16):
         w = copy_weights_from(case.m, dtype=dtype, requires_grad=False)
@@ -286,7 +290,9 @@ def test_packed_equal_lengths_equals_padded(reverse):
     out_p, hy_p, cy_p = fused_lstm.lstm_layer(case.x.reshape(12, 5), case.h0, case.c0,
                                               w["weight_ih"], w["weight_hh"],
                                               batch_sizes=torch.tensor([3, 3, 3, 3]), **kw)
-    out, hy, cy = fused_lstm.lstm_layer(case.x, case.h0, case.c0, w["weight_ih"], w["weight_hh"], **kw)
+    out, hy, cy = fused_lstm.lstm_layer(
+        case.x, case.h0, case.c0, w["weight_ih"], w["weight_hh"], **kw
+    )
     assert out_p.shape == (12, 6)
     assert_close(out_p, out.reshape(12, 6), name="out")
     assert_close(hy_p, hy, name="hy")

@@ -1,5 +1,26 @@
-"""fused_lstm.LSTM vs torch.nn.LSTM with identical weights (state_dicts load both ways)."""
+"""fused_lstm.LSTM computes what torch.nn.LSTM computes, with identical weights: outputs, final
+states and every gradient, over the whole interface (a parity matrix), with dropout, under
+autocast, under torch.compile and through double backward. tests/test_module_api.py checks the
+rest of the drop-in interface (parameters, state_dict, conversions, copies, dtypes, helpers).
+
+The matrix (``test_parity_matrix``) is the FULL cross product, no sampling:
+
+    num_layers {1, 2, 3} x bias {T, F} x batch_first {T, F} x bidirectional {T, F}
+    x proj_size {0, 2} x input {batched, unbatched, packed-sorted, packed-unsorted}
+    x hx {given, None} x dtype {float64 (tol 1e-10), float32 (tol 1e-5)}      = 768 cases
+
+(unbatched and packed are one axis because packed input is always batched). Each case compares
+the output (PackedSequence fields included), h_n, c_n and the gradients of the input, h_0, c_0
+and every parameter under random upstream gradients, against torch.nn.LSTM with the same
+weights. Sizes are tiny (I=3, H=4, P=2, B<=3) and T and the packed lengths vary with the case
+(T = 1 included), so the matrix runs in seconds. Every other case runs in eval mode, which
+must not change gradients (the module does not look at the mode for autograd).
+
+The NAMED_CONFIGS tests run six named configurations at I=5, H=7 (an odd H: vector bodies and
+scalar tails in the gate passes), in float64 and float32.
+"""
 import copy
+import itertools
 
 import pytest
 import torch
@@ -7,13 +28,73 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
-from lstm_testing import assert_close, grads
+from tests.lstm_testing import (
+    Problem,
+    assert_close,
+    assert_lowp_ok,
+    compare_results,
+    leaves,
+    make_pair,
+    module_inputs,
+    run_module,
+)
 
-F64 = torch.float64
-DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
-I, H = 5, 7
+F64, F32 = torch.float64, torch.float32
+I, H, P = 3, 4, 2  # noqa: E741  (input, hidden and projection sizes, as in nn.LSTM's docs)
+SIZES = dict(input_size=I, hidden_size=H)
 
-CONFIGS = {
+LAYERS = (1, 2, 3)
+BIAS = (True, False)
+BATCH_FIRST = (False, True)
+BIDIRECTIONAL = (False, True)
+PROJ = (0, P)
+MODES = ("batched", "unbatched", "packed-sorted", "packed-unsorted")
+WITH_STATE = (True, False)
+DTYPES = (F64, F32)
+
+MATRIX = list(itertools.product(LAYERS, BIAS, BATCH_FIRST, BIDIRECTIONAL, PROJ, MODES,
+                                WITH_STATE, DTYPES))
+
+
+def _case_id(case):
+    layers, bias, bf, bi, proj, mode, with_state, dtype = case
+    return (f"L{layers}-{'bias' if bias else 'nobias'}-{'bf' if bf else 'tm'}-"
+            f"{'bi' if bi else 'uni'}-P{proj}-{mode}-{'hx' if with_state else 'nohx'}-"
+            f"{'f64' if dtype == F64 else 'f32'}")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=_case_id(c)) for c in MATRIX])
+def test_parity_matrix(case):
+    layers, bias, bf, bi, proj, mode, with_state, dtype = case
+    index = MATRIX.index(case)
+    cfg = dict(num_layers=layers, bias=bias, batch_first=bf, bidirectional=bi, proj_size=proj)
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=dtype, seed=index, **cfg)
+    if index % 2:  # eval mode: same outputs, gradients still flow
+        ref.eval(), fused.eval()
+    prob = Problem(cfg, mode, with_state, dtype, seed=index, **SIZES)
+    out_r, r = prob.run(ref)
+    out_f, f = prob.run(fused)
+    assert type(out_f) is type(out_r)
+    if isinstance(out_r, PackedSequence):
+        assert torch.equal(out_f.batch_sizes, out_r.batch_sizes)
+        for attr in ("sorted_indices", "unsorted_indices"):
+            a, b = getattr(out_f, attr), getattr(out_r, attr)
+            assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), attr
+    compare_results(f, r, dtype, what=_case_id(case))
+
+
+def test_matrix_size():
+    """The matrix is the full cross product (see the module docstring)."""
+    assert len(MATRIX) == 3 * 2 * 2 * 2 * 2 * 4 * 2 * 2 == 768
+
+
+# ------------------------------------------------------------------------------------------------
+# Named configurations (I=5, H=7)
+# ------------------------------------------------------------------------------------------------
+NAMED_I, NAMED_H = 5, 7
+NAMED_SIZES = dict(input_size=NAMED_I, hidden_size=NAMED_H)
+NAMED_DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
+NAMED_CONFIGS = {
     "L1": dict(num_layers=1),
     "L2-bi": dict(num_layers=2, bidirectional=True),
     "L3-bf-proj": dict(num_layers=3, batch_first=True, proj_size=3),
@@ -23,114 +104,48 @@ CONFIGS = {
 }
 
 
-def make_pair(cfg, dtype, seed=0):
-    """(nn.LSTM, fused_lstm.LSTM) with the same weights (fused loads nn's state_dict)."""
-    torch.manual_seed(seed)
-    ref = nn.LSTM(I, H, dtype=dtype, **cfg)
-    with torch.no_grad():
-        for n, p in ref.named_parameters():
-            if n.startswith("bias"):
-                p.uniform_(-0.5, 0.5)
-    fused = fused_lstm.LSTM(I, H, dtype=dtype, **cfg)
-    fused.load_state_dict(ref.state_dict())
-    return ref, fused
-
-
-def state_shape(cfg, B):
-    L = cfg.get("num_layers", 1) * (2 if cfg.get("bidirectional") else 1)
-    P = cfg.get("proj_size", 0) or H
-    return (L, B, P), (L, B, H)
-
-
-def run_module(m, x, hx, go, gh, gc, packed=None):
-    """Forward + random-upstream backward. x/hx are leaves. Returns outputs and grads by name."""
-    out, (hn, cn) = m(packed if packed is not None else x, hx)
-    out_t = out.data if isinstance(out, PackedSequence) else out
-    params = [p for _, p in m.named_parameters()]
-    wrt = [x] + (list(hx) if hx is not None else [None, None]) + params
-    g = grads([out_t, hn, cn], wrt, [go, gh, gc])
-    res = {"out": out_t.detach(), "h_n": hn.detach(), "c_n": cn.detach(),
-           "grad_input": g[0], "grad_h0": g[1], "grad_c0": g[2]}
-    for (n, _), gp in zip(m.named_parameters(), g[3:]):
-        res["grad_" + n] = gp
-    return out, res
-
-
-def compare(a, b, dtype, what=""):
-    assert set(a) == set(b), f"{what}: keys {sorted(set(a) ^ set(b))}"
-    for k in b:
-        if b[k] is None:
-            assert a[k] is None, f"{what} {k}: expected None"
-        else:
-            assert a[k] is not None, f"{what} {k}: missing gradient"
-            assert_close(a[k], b[k], dtype=dtype, name=f"{what} {k}")
-
-
-def inputs(cfg, dtype, T=4, B=3, with_state=True, unbatched=False, seed=1):
-    torch.manual_seed(seed)
-    bf = cfg.get("batch_first", False)
-    if unbatched:
-        x = torch.randn(T, I, dtype=dtype)
-    else:
-        x = torch.randn(*((B, T) if bf else (T, B)), I, dtype=dtype)
-    hs, cs = state_shape(cfg, B)
-    if unbatched:
-        hs, cs = (hs[0], hs[2]), (cs[0], cs[2])
-    h0 = 0.5 * torch.randn(*hs, dtype=dtype)
-    c0 = 0.5 * torch.randn(*cs, dtype=dtype)
-    D = 2 if cfg.get("bidirectional") else 1
-    P = cfg.get("proj_size", 0) or H
-    go = torch.randn(*x.shape[:-1], D * P, dtype=dtype)
-    gh, gc = torch.randn(*hs, dtype=dtype), torch.randn(*cs, dtype=dtype)
-    return x, ((h0, c0) if with_state else None), go, gh, gc
-
-
-def leaves(x, hx):
-    x = x.clone().requires_grad_()
-    hx = tuple(t.clone().requires_grad_() for t in hx) if hx is not None else None
-    return x, hx
-
-
-# ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NAMED_DTYPES)
 @pytest.mark.parametrize("with_state", [True, False], ids=["state", "nostate"])
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(NAMED_CONFIGS))
 def test_module_vs_nn_lstm(name, with_state, dtype):
-    cfg = CONFIGS[name]
-    ref, fused = make_pair(cfg, dtype)
-    x, hx, go, gh, gc = inputs(cfg, dtype, with_state=with_state)
+    cfg = NAMED_CONFIGS[name]
+    ref, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=dtype, **cfg)
+    x, hx, go, gh, gc = module_inputs(cfg, dtype, with_state=with_state, **NAMED_SIZES)
     _, r = run_module(ref, *leaves(x, hx), go, gh, gc)
     out, f = run_module(fused, *leaves(x, hx), go, gh, gc)
     assert isinstance(out, torch.Tensor)
-    compare(f, r, dtype, what=f"{name}:")
+    compare_results(f, r, dtype, what=f"{name}:")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NAMED_DTYPES)
 @pytest.mark.parametrize("with_state", [True, False], ids=["state", "nostate"])
 @pytest.mark.parametrize("name", ["L1", "L2-bi-bf-proj"])
 def test_unbatched_input(name, with_state, dtype):
-    cfg = CONFIGS[name]
-    ref, fused = make_pair(cfg, dtype)
-    x, hx, go, gh, gc = inputs(cfg, dtype, with_state=with_state, unbatched=True)
+    cfg = NAMED_CONFIGS[name]
+    ref, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=dtype, **cfg)
+    x, hx, go, gh, gc = module_inputs(cfg, dtype, with_state=with_state, unbatched=True,
+                                      **NAMED_SIZES)
     assert x.dim() == 2
     _, r = run_module(ref, *leaves(x, hx), go, gh, gc)
     _, f = run_module(fused, *leaves(x, hx), go, gh, gc)
     assert f["h_n"].dim() == 2 and f["c_n"].dim() == 2
-    compare(f, r, dtype, what=f"unbatched {name}:")
+    compare_results(f, r, dtype, what=f"unbatched {name}:")
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", NAMED_DTYPES)
 @pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
-@pytest.mark.parametrize("name,with_state", [("L1", True), ("L2-bi", True), ("L2-bi-bf-proj", False),
-                                             ("L3-bf-proj", True)])
+@pytest.mark.parametrize("name,with_state", [("L1", True), ("L2-bi", True),
+                                             ("L2-bi-bf-proj", False), ("L3-bf-proj", True)])
 def test_packed_sequence(name, with_state, enforce_sorted, dtype):
-    cfg = CONFIGS[name]
+    cfg = NAMED_CONFIGS[name]
     bf = cfg.get("batch_first", False)
     lengths = torch.tensor([5, 4, 4, 2, 1] if enforce_sorted else [2, 5, 1, 4, 4])
-    ref, fused = make_pair(cfg, dtype)
-    x, hx, _, gh, gc = inputs(cfg, dtype, T=5, B=5, with_state=with_state)
+    ref, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=dtype, **cfg)
+    x, hx, _, gh, gc = module_inputs(cfg, dtype, T=5, B=5, with_state=with_state,
+                                     **NAMED_SIZES)
     D = 2 if cfg.get("bidirectional") else 1
-    go = torch.randn(int(lengths.sum()), D * (cfg.get("proj_size", 0) or H), dtype=dtype)
+    go = torch.randn(int(lengths.sum()), D * (cfg.get("proj_size", 0) or NAMED_H),
+                     dtype=dtype)
     results = []
     for m in (ref, fused):
         xl, hxl = leaves(x, hx)
@@ -142,15 +157,15 @@ def test_packed_sequence(name, with_state, enforce_sorted, dtype):
             a, b = getattr(out, attr), getattr(packed, attr)
             assert (a is None and b is None) or torch.equal(a, b), attr
         results.append(res)
-    compare(results[1], results[0], dtype, what=f"packed {name}:")
+    compare_results(results[1], results[0], dtype, what=f"packed {name}:")
 
 
 def test_packed_equals_per_sequence_runs():
     """Each sequence of a packed batch gives the same result as running it alone (float64)."""
     torch.manual_seed(3)
-    fused = fused_lstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype=F64)
+    fused = fused_lstm.LSTM(NAMED_I, NAMED_H, num_layers=2, bidirectional=True, dtype=F64)
     lengths = [2, 5, 3]
-    xs = [torch.randn(L, I, dtype=F64) for L in lengths]
+    xs = [torch.randn(L, NAMED_I, dtype=F64) for L in lengths]
     padded = torch.nn.utils.rnn.pad_sequence(xs)
     packed = pack_padded_sequence(padded, torch.tensor(lengths), enforce_sorted=False)
     out, (hn, cn) = fused(packed)
@@ -164,118 +179,98 @@ def test_packed_equals_per_sequence_runs():
 
 
 # ------------------------------------------------------------------------------------------------
-# Parameters, state_dict, converters
+# Gradients do not depend on the training mode
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_parameter_names_and_shapes(name):
-    cfg = CONFIGS[name]
-    ref = nn.LSTM(I, H, **cfg)
-    fused = fused_lstm.LSTM(I, H, **cfg)
-    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in ref.named_parameters()]
-    assert [tuple(p.shape) for p in fused.parameters()] == [tuple(p.shape) for p in ref.parameters()]
-    assert list(fused.state_dict().keys()) == list(ref.state_dict().keys())
-    assert isinstance(fused, nn.Module) and not isinstance(fused, nn.LSTM)
-    expected = {**dict(input_size=I, hidden_size=H, num_layers=1, bias=True, batch_first=False,
-                       dropout=0.0, bidirectional=False, proj_size=0), **cfg}
-    for attr, v in expected.items():
-        assert getattr(fused, attr) == v, attr
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_backward_in_eval_mode(dropout):
+    """In eval mode backward works and, with dropout off in eval, equals nn.LSTM's eval grads;
+    without dropout, eval and train give the same gradients."""
+    cfg = dict(num_layers=2, bidirectional=True, proj_size=P, dropout=dropout)
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=F64, **cfg)
+    prob = Problem(cfg, "batched", True, F64, seed=11, **SIZES)
+    ref.eval(), fused.eval()
+    assert not fused.training
+    _, r = prob.run(ref)
+    _, f = prob.run(fused)
+    compare_results(f, r, F64, what="eval")
+    assert all(v is not None for v in f.values())
+    if dropout == 0.0:
+        fused.train()
+        _, t = prob.run(fused)
+        compare_results(t, f, F64, what="train vs eval")
 
 
-@pytest.mark.parametrize("name", ["L2-bi-bf-proj", "L1-bi-nobias"])
-def test_fused_state_dict_loads_into_nn_lstm(name):
-    cfg = CONFIGS[name]
-    torch.manual_seed(5)
-    fused = fused_lstm.LSTM(I, H, dtype=F64, **cfg)
-    ref = nn.LSTM(I, H, dtype=F64, **cfg)
-    ref.load_state_dict(fused.state_dict())  # strict
-    for (n, p), (_, q) in zip(fused.named_parameters(), ref.named_parameters()):
-        assert torch.equal(p, q), n
-    x, hx, go, gh, gc = inputs(cfg, F64)
-    _, r = run_module(ref, *leaves(x, hx), go, gh, gc)
-    _, f = run_module(fused, *leaves(x, hx), go, gh, gc)
-    compare(f, r, F64, what=f"{name}:")
+def test_backward_in_eval_mode_through_loss_backward():
+    """The usual training-loop spelling (loss.backward() fills .grad) works in eval mode."""
+    _, fused = make_pair(nn.LSTM, I, H, dtype=F32, num_layers=2)
+    fused.eval()
+    out, (h, c) = fused(torch.randn(3, 2, I))
+    (out.sum() + h.sum() + c.sum()).backward()
+    for name, p in fused.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_default_init_like_nn_lstm():
-    """Parameters are initialised like nn.LSTM: U(-1/sqrt(H), 1/sqrt(H)), not all equal."""
-    fused = fused_lstm.LSTM(I, 16, num_layers=2)
-    k = 1 / 16 ** 0.5
-    for n, p in fused.named_parameters():
-        assert p.abs().max() <= k + 1e-6, n
-        assert p.std() > 0.1 * k, n
+# ------------------------------------------------------------------------------------------------
+# Dropout: nn.LSTM's masks, bit for bit on CPU (both draw them with at::dropout between layers)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["batched", "packed-unsorted"])
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+def test_dropout_train_matches_nn_lstm_with_same_seed(bi, mode):
+    cfg = dict(num_layers=3, bidirectional=bi, dropout=0.4, proj_size=P)
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=F64, **cfg)
+    ref.train(), fused.train()
+    prob = Problem(cfg, mode, True, F64, seed=3, **SIZES)
+    torch.manual_seed(1234)
+    _, r = prob.run(ref)
+    torch.manual_seed(1234)
+    _, f = prob.run(fused)
+    compare_results(f, r, F64, what="train+dropout")
+    # and it really dropped something: eval differs
+    ref.eval()
+    _, e = prob.run(ref)
+    assert not torch.allclose(e["output"], r["output"])
 
 
-@pytest.mark.parametrize("name", ["L1", "L2-bi-bf-proj", "L1-bi-nobias"])
-def test_from_torch_to_torch_roundtrip(name):
-    cfg = dict(CONFIGS[name])
+def test_dropout_gradients_reproducible_and_last_layer_undropped():
+    cfg = dict(num_layers=2, dropout=0.5)
+    _, fused = make_pair(nn.LSTM, I, H, dtype=F64, **cfg)
+    prob = Problem(cfg, "batched", True, F64, seed=4, **SIZES)
+    fused.train()
     torch.manual_seed(7)
-    ref = nn.LSTM(I, H, dtype=F64, dropout=0.25 if cfg.get("num_layers", 1) > 1 else 0.0, **cfg)
-    fused = fused_lstm.LSTM.from_torch(ref)
-    assert isinstance(fused, fused_lstm.LSTM)
-    for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-                 "bidirectional", "proj_size"):
-        assert getattr(fused, attr) == getattr(ref, attr), attr
-    for (n, p), (m, q) in zip(fused.named_parameters(), ref.named_parameters()):
-        assert n == m and p.dtype == q.dtype and torch.equal(p, q), n
-    back = fused.to_torch()
-    assert type(back) is nn.LSTM
-    for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout",
-                 "bidirectional", "proj_size"):
-        assert getattr(back, attr) == getattr(ref, attr), attr
-    sd_a, sd_b = back.state_dict(), ref.state_dict()
-    assert list(sd_a) == list(sd_b)
-    for k in sd_b:
-        assert torch.equal(sd_a[k], sd_b[k]), k
-    ref.eval(), fused.eval(), back.eval()
-    x, hx, go, gh, gc = inputs(cfg, F64)
-    outs = [m(x, hx) for m in (ref, fused, back)]
-    for o, (h, c) in outs[1:]:
-        assert_close(o, outs[0][0], name="output")
-        assert_close(h, outs[0][1][0], name="h_n")
-        assert_close(c, outs[0][1][1], name="c_n")
+    _, a = prob.run(fused)
+    torch.manual_seed(7)
+    _, b = prob.run(fused)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The output is the last layer's h at every step: no dropout after the last layer.
+    out = a["output"]
+    last_h = out[-1] if not cfg.get("batch_first") else out[:, -1]
+    assert torch.equal(last_h, a["h_n"][-1])
 
 
-def test_module_uses_fused_op():
-    """The module really runs the fused kernel (not torch's own LSTM)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    seen = []
-
-    class Log(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            seen.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    fused = fused_lstm.LSTM(I, H, num_layers=2, bidirectional=True)
-    x = torch.randn(4, 3, I)
-    with Log():
-        fused(x)
-    assert any("fused_lstm" in s and "lstm_layer_forward" in s for s in seen), sorted(set(seen))
-    assert not any(s.startswith("aten.lstm") or "_thnn_fused_lstm" in s or "mkldnn_rnn" in s
-                   for s in seen), sorted(set(seen))
-
-
-def test_module_dtype_conversion():
-    ref, fused = make_pair(CONFIGS["L2-bi"], torch.float32)
-    fused.double()
-    ref.double()
-    assert all(p.dtype == F64 for p in fused.parameters())
+def test_dropout_one_drops_everything_between_layers():
+    """dropout=1 zeroes the input of layer 2 in training (as nn.LSTM): it then sees only zeros."""
+    cfg = dict(num_layers=2, dropout=1.0)
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=F64, **cfg)
     x = torch.randn(3, 2, I, dtype=F64)
-    o1, (h1, c1) = fused(x)
-    o2, (h2, c2) = ref(x)
-    assert_close(o1, o2, name="output")
-    assert_close(h1, h2, name="h_n")
-    assert_close(c1, c2, name="c_n")
+    torch.manual_seed(0)
+    o_f, (h_f, c_f) = fused.train()(x)
+    torch.manual_seed(0)
+    o_r, (h_r, c_r) = ref.train()(x)
+    assert_close(o_f, o_r, name="output")
+    assert_close(h_f, h_r, name="h_n")
+    x2 = torch.randn(3, 2, I, dtype=F64)
+    o_f2, _ = fused(x2)
+    assert torch.equal(o_f, o_f2), "layer 2 should not see layer 1's (dropped) output"
 
 
 # ------------------------------------------------------------------------------------------------
-# Dropout
-# ------------------------------------------------------------------------------------------------
+# Dropout on the named configurations
 def test_dropout_eval_identical_to_nn_lstm():
     cfg = dict(num_layers=3, bidirectional=True, dropout=0.5)
-    ref, fused = make_pair(cfg, F64)
+    ref, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=F64, **cfg)
     ref.eval(), fused.eval()
-    x, hx, _, _, _ = inputs(dict(cfg), F64)
+    x, hx, _, _, _ = module_inputs(dict(cfg), F64, **NAMED_SIZES)
     o1, (h1, c1) = fused(x, hx)
     o2, (h2, c2) = ref(x, hx)
     assert_close(o1, o2, name="output")
@@ -285,8 +280,8 @@ def test_dropout_eval_identical_to_nn_lstm():
 
 def test_dropout_train_differs_and_is_reproducible():
     cfg = dict(num_layers=2, dropout=0.5)
-    _, fused = make_pair(cfg, F64)
-    x, hx, _, _, _ = inputs(dict(cfg), F64)
+    _, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=F64, **cfg)
+    x, hx, _, _, _ = module_inputs(dict(cfg), F64, **NAMED_SIZES)
     fused.eval()
     o_eval, _ = fused(x, hx)
     fused.train()
@@ -310,8 +305,8 @@ def test_dropout_train_differs_and_is_reproducible():
 def test_dropout_single_layer_is_noop():
     """Like nn.LSTM, dropout only acts between layers: with one layer, train == eval."""
     cfg = dict(num_layers=1, dropout=0.5)
-    ref, fused = make_pair(cfg, F64)
-    x, hx, _, _, _ = inputs(dict(cfg), F64)
+    ref, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=F64, **cfg)
+    x, hx, _, _, _ = module_inputs(dict(cfg), F64, **NAMED_SIZES)
     fused.train()
     o1, (h1, c1) = fused(x, hx)
     o2, (h2, c2) = ref.train()(x, hx)
@@ -321,23 +316,118 @@ def test_dropout_single_layer_is_noop():
 
 def test_train_mode_no_dropout_matches_nn_lstm():
     cfg = dict(num_layers=2, dropout=0.0)
-    ref, fused = make_pair(cfg, F64)
+    ref, fused = make_pair(nn.LSTM, NAMED_I, NAMED_H, dtype=F64, **cfg)
     fused.train(), ref.train()
-    x, hx, _, _, _ = inputs(dict(cfg), F64)
+    x, hx, _, _, _ = module_inputs(dict(cfg), F64, **NAMED_SIZES)
     assert_close(fused(x, hx)[0], ref(x, hx)[0], name="output")
 
 
 # ------------------------------------------------------------------------------------------------
-def test_build_info():
-    info = fused_lstm.build_info()
-    for k in ("cuda_built", "why", "torch_version", "cuda_version", "arch_list"):
-        assert k in info, k
-    assert isinstance(info["cuda_built"], bool)
-    assert isinstance(info["why"], str)
-    if not info["cuda_built"]:
-        assert info["why"], "build_info()['why'] should say why CUDA was not built"
-    assert isinstance(info["torch_version"], str) and info["torch_version"]
-    if info["cuda_built"]:
-        assert isinstance(info["cuda_version"], str)
-    if torch.version.cuda is None:
-        assert info["cuda_built"] is False
+# Autocast (DESIGN.md: the module casts to the autocast dtype in Python)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("x_dtype", [F32, torch.bfloat16], ids=["x-f32", "x-bf16"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_autocast_bf16_cpu_like_nn_lstm(x_dtype, packed):
+    cfg = dict(num_layers=2, bidirectional=True)
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=F32, **cfg)
+    ref64 = copy.deepcopy(ref).double()
+    torch.manual_seed(2)
+    x = torch.randn(4, 3, I).to(x_dtype)
+    lengths = torch.tensor([2, 4, 3])
+
+    def inp(t):
+        return pack_padded_sequence(t, lengths, enforce_sorted=False) if packed else t
+
+    def data(o):
+        return o.data if isinstance(o, PackedSequence) else o
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        o_r, (h_r, c_r) = ref(inp(x))
+        xf = x.clone().requires_grad_()
+        o_f, (h_f, c_f) = fused(inp(xf))
+    o64, (h64, c64) = ref64(inp(x.double()))
+    for a, b, r64, name in ((data(o_f), data(o_r), data(o64), "output"), (h_f, h_r, h64, "h_n"),
+                            (c_f, c_r, c64, "c_n")):
+        # nn.LSTM returns bf16 for padded input, but the input's dtype for packed input (CPU
+        # autocast has no rule for the packed overload of aten::lstm); so does the fused module.
+        assert b.dtype == (x_dtype if packed else torch.bfloat16), f"nn.LSTM {name}: {b.dtype}"
+        assert a.dtype == b.dtype, f"{name}: {a.dtype}"
+        assert_lowp_ok(a, b, r64, name=name)
+    # backward outside autocast (the documented recipe) reaches the float32 leaves
+    (data(o_f).float().sum() + h_f.float().sum()).backward()
+    assert xf.grad is not None and xf.grad.dtype == x_dtype
+    for name, p in fused.named_parameters():
+        assert p.grad is not None and p.grad.dtype == F32, name
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("x_dtype", [F32, torch.bfloat16], ids=["x-f32", "x-bf16"])
+@pytest.mark.parametrize("kind", ["padded", "batch-first", "unbatched", "packed", "packed-state",
+                                  "proj", "packed-proj"])
+def test_autocast_cpu_result_dtype_like_nn_lstm(kind, x_dtype, autocast_dtype):
+    """nn.LSTM's CPU autocast dtype policy, input kind by input kind (nn.LSTM's float16 padded
+    CPU path fails in oneDNN: there the fused module runs float16, the autocast dtype)."""
+    cfg = {"batch_first": kind == "batch-first", "proj_size": P if kind.endswith("proj") else 0}
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=F32, **cfg)
+    x = torch.randn(3, 2, I).to(x_dtype)
+    hx = None
+    if kind == "unbatched":
+        x = x[:, 0]
+    elif kind.startswith("packed"):
+        x = pack_padded_sequence(x, torch.tensor([3, 1]))
+        if kind == "packed-state":
+            hx = (torch.randn(1, 2, H), torch.randn(1, 2, H))
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        got = fused(x, hx)
+        try:
+            want = ref(x, hx)
+        except RuntimeError as e:
+            assert autocast_dtype == torch.float16 and not kind.startswith("packed"), e
+            want = (torch.empty(0, dtype=torch.float16), (torch.empty(0, dtype=torch.float16),) * 2)
+    for name, a, b in (("output", got[0], want[0]), ("h_n", got[1][0], want[1][0]),
+                       ("c_n", got[1][1], want[1][1])):
+        a, b = (t.data if isinstance(t, PackedSequence) else t for t in (a, b))
+        assert a.dtype == b.dtype, f"{name}: fused {a.dtype}, nn.LSTM {b.dtype}"
+        if b.numel():
+            torch.testing.assert_close(a.float(), b.float(), rtol=0.05, atol=0.05)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.compile
+# ------------------------------------------------------------------------------------------------
+def _compiled(module):
+    return torch.compile(module, fullgraph=True, backend="aot_eager")
+
+
+def test_torch_compile_fullgraph():
+    """No graph break anywhere in the module (nn.LSTM always breaks): padded, unbatched and
+    packed input, hx given or not, autocast; results and gradients equal eager."""
+    torch._dynamo.reset()
+    cfg = dict(num_layers=2, bidirectional=True, proj_size=P, batch_first=True)
+    _, fused = make_pair(nn.LSTM, I, H, dtype=F64, **cfg)
+    compiled = _compiled(fused)
+    for mode, with_state in (("batched", True), ("batched", False), ("unbatched", True),
+                             ("packed-unsorted", False)):
+        prob = Problem(cfg, mode, with_state, F64, seed=12, **SIZES)
+        _, eager = prob.run(fused)
+        _, comp = prob.run(compiled)
+        compare_results(comp, eager, F64, what=f"compiled {mode}")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = _compiled(copy.deepcopy(fused).float())(torch.randn(2, 3, I))
+    assert out.dtype == torch.bfloat16
+
+
+# ------------------------------------------------------------------------------------------------
+# Double backward gives nn.LSTM's second derivative (tests/test_higher_order.py has the rest)
+# ------------------------------------------------------------------------------------------------
+def test_double_backward_matches_nn():
+    ref, fused = make_pair(nn.LSTM, I, H, dtype=F64, num_layers=1)
+    x = torch.randn(3, 2, I, dtype=F64)
+
+    def second(m):
+        xx = x.clone().requires_grad_()
+        g, = torch.autograd.grad(m(xx)[0].pow(2).sum(), xx, create_graph=True)
+        gg, = torch.autograd.grad(g.pow(2).sum(), xx)
+        return gg
+
+    assert_close(second(fused), second(ref), name="second derivative")

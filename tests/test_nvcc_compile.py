@@ -25,7 +25,9 @@ def find_nvcc():
 
 
 NVCC = find_nvcc()
-pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, $CUDA_HOME, /usr/local/cuda)")
+pytestmark = pytest.mark.skipif(
+    NVCC is None, reason="nvcc not found (PATH, $CUDA_HOME, /usr/local/cuda)"
+)
 
 CU_FILES = sorted(KERNELS.glob("*.cu"))
 
@@ -63,11 +65,13 @@ def test_verified_kernels_compile_as_they_were_checked_on_a_gpu(tmp_path):
     import json
 
     import fused_lstm
-    from verified_kernels import FINGERPRINTS, kernel_fingerprints, nvcc_version, variant_of
+    from tests.verified_kernels import FINGERPRINTS, kernel_fingerprints, nvcc_version, variant_of
 
     recorded = json.loads(FINGERPRINTS.read_text())
     if nvcc_version(NVCC) != recorded["nvcc"]:
-        pytest.skip(f"fingerprints were recorded with nvcc {recorded['nvcc']}, this is {nvcc_version(NVCC)}")
+        pytest.skip(
+            f"fingerprints were recorded with nvcc {recorded['nvcc']}, this is {nvcc_version(NVCC)}"
+        )
     verified = {v["name"] for v in fused_lstm.cuda_kernel_variants() if v["verified"]}
     checked = 0
     for name, (demangled, sha) in kernel_fingerprints(NVCC, tmp_path).items():
@@ -75,9 +79,12 @@ def test_verified_kernels_compile_as_they_were_checked_on_a_gpu(tmp_path):
         if variant not in verified:
             continue
         assert name in recorded["kernels"], (
-            f"{demangled} belongs to the verified variant {variant} but was not part of its GPU check")
+            f"{demangled} belongs to the verified variant {variant} but was not part of its GPU "
+            "check"
+        )
         assert recorded["kernels"][name]["sha256"] == sha, (
-            f"{demangled} changed since the GPU check that verified {variant}: revert the change, or "
-            f"mark {variant} unverified in csrc/cuda_variants.cpp until a GPU check passes again")
+            f"{demangled} changed since the GPU check that verified {variant}: revert the change, "
+            f"or mark {variant} unverified in csrc/cuda_variants.cpp until a GPU check passes again"
+        )
         checked += 1
     assert checked == len(recorded["kernels"]), "a fingerprinted kernel is no longer compiled"

@@ -6,7 +6,10 @@ import torch
 import fused_lstm
 
 ONNX_CASES = {  # name: (module kwargs, with initial state)
-    "2-layer-bidirectional-batch-first": (dict(num_layers=2, bidirectional=True, batch_first=True), False),
+    "2-layer-bidirectional-batch-first": (
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        False,
+    ),
     "no-bias-with-state": (dict(bias=False), True),
 }
 

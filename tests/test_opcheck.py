@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fused_lstm  # noqa: F401  (registers the ops)
-from lstm_testing import assert_close
+from tests.lstm_testing import assert_close
 
 F64 = torch.float64
 OPMATH = {torch.float32: torch.float32, torch.float64: torch.float64, torch.bfloat16: torch.float32}
@@ -18,8 +18,8 @@ def bwd_op():
     return torch.ops.fused_lstm.lstm_layer_backward.default
 
 
-def make_args(T=3, B=2, I=3, H=4, P=0, bias=True, batch_sizes=None, reverse=False,
-              save_workspace=True, dtype=torch.float32, seed=0):
+def make_args(T=3, B=2, I=3, H=4, P=0, bias=True,  # noqa: E741  (I: input size)
+              batch_sizes=None, reverse=False, save_workspace=True, dtype=torch.float32, seed=0):
     """Positional args of lstm_layer_forward."""
     g = torch.Generator().manual_seed(seed)
     Pe = P or H
@@ -43,7 +43,9 @@ FWD_SAMPLES = {
     "f32-save": dict(),
     "f32-nosave": dict(save_workspace=False),
     "f64-packed": dict(dtype=F64, batch_sizes=[2, 2, 1]),
-    "f64-packed-nosave-rev": dict(dtype=F64, batch_sizes=[3, 1], reverse=True, save_workspace=False),
+    "f64-packed-nosave-rev": dict(
+        dtype=F64, batch_sizes=[3, 1], reverse=True, save_workspace=False
+    ),
     "f32-proj-rev-nobias": dict(P=2, reverse=True, bias=False),
     "bf16": dict(dtype=torch.bfloat16),
     "T1B1": dict(T=1, B=1, H=1),
@@ -94,7 +96,7 @@ def test_opcheck_backward(name):
 @pytest.mark.parametrize("dtype", [torch.float32, F64, torch.bfloat16], ids=["f32", "f64", "bf16"])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_forward_workspace(dtype, packed):
-    T, B, I, H = 3, 2, 3, 4
+    T, B, I, H = 3, 2, 3, 4  # noqa: E741  (I: the input size, as in nn.LSTM)
     kw = dict(dtype=dtype, batch_sizes=[2, 2, 1] if packed else None)
     args = make_args(T=T, B=B, I=I, H=H, **kw)
     out, hy, cy, gates, cells = fwd_op()(*args)
@@ -161,7 +163,9 @@ def test_backward_op_vs_reference_autograd(cfg):
         assert gwhr.numel() == 0
 
 
-@pytest.mark.parametrize("cfg", [dict(), dict(P=2, batch_sizes=[2, 2, 1])], ids=["plain", "proj-packed"])
+@pytest.mark.parametrize(
+    "cfg", [dict(), dict(P=2, batch_sizes=[2, 2, 1])], ids=["plain", "proj-packed"]
+)
 def test_backward_output_mask(cfg):
     full = bwd_op()(*_bwd_args(dict(dtype=F64, **cfg), mask=(True, True)))
     names = ["grad_input", "grad_hx", "grad_cx", "grad_weight_ih", "grad_weight_hh", "grad_bias",

@@ -61,6 +61,8 @@ def test_cell_grad_sample_matches_nn_lstmcell_per_sample_loop():
         ref.zero_grad()
         ref(x[b:b + 1], (h[b:b + 1], c[b:b + 1]))[0].pow(2).sum().backward()
         for name, p in ref.named_parameters():
-            torch.testing.assert_close(got[name][b], p.grad, msg=lambda m, name=name, b=b: f"{name}[{b}]: {m}")
+            torch.testing.assert_close(
+                got[name][b], p.grad, msg=lambda m, name=name, b=b: f"{name}[{b}]: {m}"
+            )
     with pytest.raises(RuntimeError, match="cannot handle function lstm_cell"):
         grad_samples(copy.deepcopy(ref), x, (h, c))

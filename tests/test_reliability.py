@@ -15,8 +15,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 from fused_lstm import _ops
-from lstm_testing import assert_close, grads
-from soak import make_step, soak
+from tests.lstm_testing import assert_close, grads
+from tests.soak import make_step, soak
 
 MIB = 2**20
 

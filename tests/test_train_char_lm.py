@@ -3,7 +3,6 @@
 the same global batch, bf16 autocast, argument errors and the corpus split. 30-50 s on 2 shared
 cores.
 """
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,8 @@ import sys
 
 import pytest
 import torch
+
+from benchmarks import char_lm, train_char_lm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "train_char_lm.py")
@@ -40,17 +41,9 @@ DDP_RTOL = 1e-4
 DDP_ATOL = 2e-5
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_char_lm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_char_lm"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def run(cmd, out_dir, *args):
-    # As in test_benchmark_cli: the installed fused_lstm (or the tree's, via the script's
-    # fallback) is the one under test; PYTHONPATH is not set.
+    # As in test_benchmark_cli: the script finds the `benchmarks` package and fused_lstm on its
+    # own (an installed fused_lstm first, else the tree's); PYTHONPATH is not set.
     proc = subprocess.run([*cmd, "--preset", "tiny", "--out-dir", str(out_dir), "--progress",
                            "off", "--device", "cpu", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=TIMEOUT_S)
@@ -130,10 +123,10 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path):
 
 
 def test_bf16_autocast_and_argument_errors(tmp_path, capsys):
-    m = load_script()
-    assert m.main(["--preset", "tiny", "--device", "cpu", "--amp", "bf16", "--steps", "4",
-                   "--val-every", "2", "--impl", "fused_lstm", "--no-interchange",
-                   "--progress", "off", "--out-dir", str(tmp_path)]) == 0
+    assert train_char_lm.main(["--preset", "tiny", "--device", "cpu", "--amp", "bf16",
+                               "--steps", "4", "--val-every", "2", "--impl", "fused_lstm",
+                               "--no-interchange", "--progress", "off",
+                               "--out-dir", str(tmp_path)]) == 0
     (path,) = tmp_path.glob("*.json")
     result = json.loads(path.read_text())
     assert result["amp"] == "bf16"
@@ -141,26 +134,24 @@ def test_bf16_autocast_and_argument_errors(tmp_path, capsys):
     capsys.readouterr()
     for bad, word in ((["--amp", "fp16"], "--amp"), (["--dropout", "1"], "--dropout"),
                       (["--impl", "cudnn"], "--impl")):
-        with pytest.raises(SystemExit) as e:
-            m.main(["--device", "cpu", *bad])
-        assert e.value.code == 2
+        with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
+            train_char_lm.main(["--device", "cpu", *bad])
         assert word in capsys.readouterr().err
 
 
 def test_corpus_split_is_deterministic(tmp_path):
-    m = load_script()
     names = [f"pkg/mod{i}.py" for i in range(60)] + ["tests/t.py", "site-packages/x.py",
                                                       "notes.txt"]
     for i, name in enumerate(reversed(names)):  # created in another order than sorted
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(f"x = {i}\n".encode())
-    files = m.corpus_files(str(tmp_path))
+    files = char_lm.corpus_files(str(tmp_path))
     assert files == sorted(f"pkg/mod{i}.py" for i in range(60))
-    train, val, info = m.load_corpus(str(tmp_path), None, None)
-    n_val = sum(m._path_hash(f) % m.VAL_ONE_IN == 0 for f in files)
+    train, val, info = char_lm.load_corpus(str(tmp_path), None, None)
+    n_val = sum(char_lm._path_hash(f) % char_lm.VAL_ONE_IN == 0 for f in files)
     assert 0 < n_val < 60 and info["val"]["files"] == n_val
     assert info["train"]["files"] == 60 - n_val
-    assert train.count(m.SEPARATOR) == 60 - n_val - 1
-    assert m.load_corpus(str(tmp_path), None, None) == (train, val, info)
-    capped, _, info = m.load_corpus(str(tmp_path), 20, None)
+    assert train.count(char_lm.SEPARATOR) == 60 - n_val - 1
+    assert char_lm.load_corpus(str(tmp_path), None, None) == (train, val, info)
+    capped, _, info = char_lm.load_corpus(str(tmp_path), 20, None)
     assert len(capped) == 20 and capped == train[:20]

@@ -20,15 +20,26 @@ FINGERPRINTS = Path(__file__).resolve().parent / "verified_kernels_ptx.json"
 
 # Which variant each kernel belongs to (csrc/cuda_variants.cpp's names), from its demangled name.
 KERNEL_VARIANTS = [
-    (r"lstm_forward_(step_simt|persistent)<(__half|__nv_bfloat16), float(, 0)?>", "forward_simt_half"),
-    (r"lstm_forward_(step_splitk|persistent)<(__half|__nv_bfloat16), float, 3>|"
-     r"lstm_forward_step_splitk<(__half|__nv_bfloat16)", "forward_simt_half"),
+    (
+        r"lstm_forward_(step_simt|persistent)<(__half|__nv_bfloat16), float(, 0)?>",
+        "forward_simt_half",
+    ),
+    (
+        r"lstm_forward_(step_splitk|persistent)<(__half|__nv_bfloat16), float, 3>|"
+        r"lstm_forward_step_splitk<(__half|__nv_bfloat16)",
+        "forward_simt_half",
+    ),
     (r"lstm_forward_(step_simt<|persistent<(float|double), (float|double), 0>)", "forward_simt"),
-    (r"lstm_forward_(step_splitk<|persistent<(float|double), (float|double), 3>)", "forward_splitk"),
+    (
+        r"lstm_forward_(step_splitk<|persistent<(float|double), (float|double), 3>)",
+        "forward_splitk",
+    ),
     (r"lstm_forward_(step_mma<|persistent<(__half|__nv_bfloat16), float, [12]>)", "forward_mma"),
     (r"lstm_forward_(step_mma8|persistent_mma8)<(__half|__nv_bfloat16)", "forward_mma_8warp"),
-    (r"lstm_forward_(step_mma8|persistent_mma8)<float|lstm_backward_persistent_mma_tf32",
-     "float32_tensor_cores"),
+    (
+        r"lstm_forward_(step_mma8|persistent_mma8)<float|lstm_backward_persistent_mma_tf32",
+        "float32_tensor_cores",
+    ),
     (r"lstm_backward_persistent_mma<", "backward_mma"),
     (r"lstm_backward_(step|persistent)<", "backward_simt"),
     (r"lstm_backward_pointwise<", "backward_generic"),
@@ -50,9 +61,22 @@ def nvcc_version(nvcc):
 def kernel_fingerprints(nvcc, out_dir):
     """{mangled kernel name: (demangled, sha256)} of every kernel nvcc_check.cu instantiates."""
     ptx = Path(out_dir) / "kernels.ptx"
-    subprocess.run([nvcc, "-ptx", "-std=c++17", "-arch=sm_90", "-I", str(REPO / "csrc"), "-o", str(ptx),
-                    str(REPO / "csrc" / "kernels" / "nvcc_check.cu")], check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(
+        [
+            nvcc,
+            "-ptx",
+            "-std=c++17",
+            "-arch=sm_90",
+            "-I",
+            str(REPO / "csrc"),
+            "-o",
+            str(ptx),
+            str(REPO / "csrc" / "kernels" / "nvcc_check.cu"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     text = ptx.read_text()
     names = re.findall(r"\.visible \.entry (\S+)\(", text)
     demangled = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
@@ -77,7 +101,9 @@ def main():
     kernels = {name: {"kernel": d, "variant": variant_of(d), "sha256": h}
                for name, (d, h) in sorted(prints.items())
                if verified is None or variant_of(d) in verified}
-    json.dump({"nvcc": nvcc_version(nvcc), "arch": "sm_90", "kernels": kernels}, sys.stdout, indent=1)
+    json.dump(
+        {"nvcc": nvcc_version(nvcc), "arch": "sm_90", "kernels": kernels}, sys.stdout, indent=1
+    )
     print()
 
 
