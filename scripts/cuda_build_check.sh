@@ -71,9 +71,11 @@ if ! (cd "$work" && CUDA_HOME="$cuda_home" CPATH="$nv_include${CPATH:+:$CPATH}" 
   if [ -n "${KEEP_LOG:-}" ]; then cp "$log" "$proj/cuda-build-check.log"; fi
   exit 1
 fi
+# The extension just built, as installed in the venv.
+built_so=$("$venv/bin/python" -c 'import glob, os, sysconfig; print(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "fused_lstm", "_C.*.so"))[0])')
 if [ -n "${CUDA_CHECK_KEEP_SO:-}" ]; then
   mkdir -p "$CUDA_CHECK_KEEP_SO"
-  cp "$("$venv/bin/python" -c 'import glob, os, sysconfig; print(glob.glob(os.path.join(sysconfig.get_paths()["purelib"], "fused_lstm", "_C.*.so"))[0])')" "$CUDA_CHECK_KEEP_SO/"
+  cp "$built_so" "$CUDA_CHECK_KEEP_SO/"
   echo "cuda_build_check: kept the built extension in $CUDA_CHECK_KEEP_SO"
 fi
 echo "-- ptxas: registers and spills per kernel"
@@ -101,8 +103,10 @@ PY
 )
 if [ -n "${CUDA_CHECK_TESTS:-}" ] && [ -d "$work/tests" ]; then
   echo "-- CPU tests against this build (torch $torch_version)"
-  # From $work/run: `python -m` puts the working directory first on sys.path, and the repo root
-  # may hold an in-place build for another torch in fused_lstm/.
-  (cd "$work/run" && "$venv/bin/python" -m pytest -q -x --import-mode=importlib -p no:cacheprovider "$work/tests")
+  # The tests import the `tests` and `benchmarks` packages from the tree and run its scripts, which
+  # import the tree's fused_lstm: so the copy gets the extension just built, as an in-place build
+  # has it (the copy holds no other: ignored files such as a *.so are not copied).
+  cp "$built_so" "$work/fused_lstm/"
+  (cd "$work" && "$venv/bin/python" -m pytest -q -x -p no:cacheprovider tests)
 fi
 echo "cuda_build_check: OK"

@@ -178,7 +178,10 @@ CHOICES = textwrap.dedent("""
     torch.manual_seed(0)
     m = fused_lstm.LSTM(32, 64)
     x = torch.randn(6, 16, 32, requires_grad=True)
+    rng = torch.get_rng_state()
     m(x)[0].sum().backward()                     # input projection, recurrent products, dx
+    # Measuring draws no random numbers: the caller's next dropout masks stay the same.
+    assert torch.equal(rng, torch.get_rng_state())
     print(json.dumps(fused_lstm.cpu_kernel_choices()))
 """)
 
