@@ -26,8 +26,8 @@ const std::vector<VariantInfo>& variant_table() {
       {Variant::kForwardSimt, "forward_simt", "SIMT 16x16 forward tile (float32, float64)", k1f3fd5b, kH200},
       {Variant::kForwardSplitK, "forward_splitk", "split-K SIMT forward tile for batches <= 8 (float32, float64)",
        k1f3fd5b, kH200},
-      {Variant::kForwardSimtHalf, "forward_simt_half",
-       "the SIMT forward tiles in float16/bfloat16 (GPUs before sm_80)", nullptr, ""},
+      {Variant::kForwardSimtHalf, "forward_simt_half", "the SIMT forward tiles in float16/bfloat16 (GPUs before sm_80)",
+       nullptr, ""},
       {Variant::kForwardMma, "forward_mma", "4-warp tensor-core forward tile (float16, bfloat16)", k1f3fd5b, kH200},
       {Variant::kForwardMma8Warp, "forward_mma_8warp",
        "8-warp tensor-core forward tile, cell operands loaded ahead (float16, bfloat16)", nullptr, ""},
@@ -36,8 +36,8 @@ const std::vector<VariantInfo>& variant_table() {
       {Variant::kBackwardMma, "backward_mma", "tensor-core persistent backward recurrence (float16, bfloat16)",
        k1f3fd5b, kH200},
       {Variant::kBackwardSimt, "backward_simt",
-       "SIMT backward recurrence, persistent or one launch per step (FUSED_LSTM_CUDA_ALGO=persistent/step)",
-       k1f3fd5b, kH200},
+       "SIMT backward recurrence, persistent or one launch per step (FUSED_LSTM_CUDA_ALGO=persistent/step)", k1f3fd5b,
+       kH200},
       {Variant::kBackwardGeneric, "backward_generic", "per-step cuBLAS carry GEMM + pointwise backward kernel",
        k1f3fd5b, kH200},
   };
@@ -83,9 +83,8 @@ std::vector<std::string> unverified_allowed_from_env() {
   while (std::getline(list, name, ',')) {
     if (name.empty()) continue;
     const auto& table = variant_table();
-    const bool known = name == "all" || std::any_of(table.begin(), table.end(), [&](const VariantInfo& info) {
-                         return name == info.name;
-                       });
+    const bool known = name == "all" || std::any_of(table.begin(), table.end(),
+                                                    [&](const VariantInfo& info) { return name == info.name; });
     if (!known) {
       std::string valid = "all";
       for (const VariantInfo& info : table) valid += std::string(", ") + info.name;
@@ -109,7 +108,13 @@ bool allowed(const SelectionInputs& in, Variant variant) {
 }  // namespace
 
 SelectionInputs selection_inputs(DType dtype, int sm_major, int64_t batch, bool has_proj, bool allow_tf32) {
-  return {dtype, sm_major, batch, has_proj, allow_tf32, algorithm_from_env(), fp32_mode_from_env(),
+  return {dtype,
+          sm_major,
+          batch,
+          has_proj,
+          allow_tf32,
+          algorithm_from_env(),
+          fp32_mode_from_env(),
           unverified_allowed_from_env()};
 }
 
@@ -123,8 +128,8 @@ Selection select_variants(const SelectionInputs& in) {
   const bool float_tensor_cores_asked = in.fp32 == Fp32Mode::kTf32 || in.fp32 == Fp32Mode::kSplitTf32;
   bool float_tensor_cores = false;
   if (in.dtype == DType::kFloat && ampere_or_newer) {
-    float_tensor_cores = float_tensor_cores_asked ||
-                         (in.fp32 == Fp32Mode::kAuto && allowed(in, Variant::kFloatTensorCores));
+    float_tensor_cores =
+        float_tensor_cores_asked || (in.fp32 == Fp32Mode::kAuto && allowed(in, Variant::kFloatTensorCores));
   }
   s.tensor_cores = (half_type && ampere_or_newer) || float_tensor_cores;
   s.split_tf32 = in.fp32 == Fp32Mode::kSplitTf32 || (in.fp32 == Fp32Mode::kAuto && !in.allow_tf32);
@@ -162,8 +167,10 @@ Selection select_variants(const SelectionInputs& in) {
       if (!asked && !allowed(in, variant)) {
         const VariantInfo& info = variant_info(variant);
         s.refused = std::string("fused_lstm: this layer needs the CUDA kernel variant '") + info.name + "' (" +
-                    info.description + "), which has not yet passed the GPU check; set "
-                    "FUSED_LSTM_CUDA_UNVERIFIED=" + info.name + " to run it anyway";
+                    info.description +
+                    "), which has not yet passed the GPU check; set "
+                    "FUSED_LSTM_CUDA_UNVERIFIED=" +
+                    info.name + " to run it anyway";
         return s;
       }
     }

@@ -40,7 +40,7 @@ enum class Variant {
 
 struct VariantInfo {
   Variant variant;
-  const char* name;         // as FUSED_LSTM_CUDA_UNVERIFIED spells it
+  const char* name;  // as FUSED_LSTM_CUDA_UNVERIFIED spells it
   const char* description;
   const char* verified_at;  // commit of the last passing GPU check, or nullptr: never run on a GPU
   const char* verified_on;  // the GPUs of that check
@@ -57,10 +57,10 @@ enum class DType { kHalf, kBFloat16, kFloat, kDouble };
 
 struct SelectionInputs {
   DType dtype;
-  int sm_major;           // compute capability of the device
+  int sm_major;  // compute capability of the device
   int64_t batch;
   bool has_proj;
-  bool allow_tf32;        // torch.backends.cudnn.allow_tf32 (what nn.LSTM's cuDNN call follows)
+  bool allow_tf32;  // torch.backends.cudnn.allow_tf32 (what nn.LSTM's cuDNN call follows)
   Algorithm algorithm;
   Fp32Mode fp32;
   std::vector<std::string> unverified_allowed;  // names, or {"all"}
@@ -73,7 +73,7 @@ struct Selection {
   Algorithm algorithm = Algorithm::kAuto;
   std::vector<Variant> forward;   // every variant the forward may run (fallbacks included)
   std::vector<Variant> backward;  // every variant the backward may run (fallbacks included)
-  std::string refused;  // non-empty: a variant needed here is unverified and not allowed; the message
+  std::string refused;            // non-empty: a variant needed here is unverified and not allowed; the message
 };
 
 // Pure function of its inputs: what a layer with these properties runs.

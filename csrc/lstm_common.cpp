@@ -11,34 +11,28 @@ bool is_supported_dtype(at::ScalarType t) {
 
 // Same dtype (ValueError, as nn.LSTM's dtype errors) and same device (RuntimeError) as input.
 void check_like_input(const char* op, const char* name, const Tensor& t, const Tensor& input) {
-  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type(), op, ": expected ", name,
-                    " to have the dtype of input (", input.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK(t.device() == input.device(), op, ": expected ", name,
-              " on the device of input (", input.device(), "), got ", t.device());
+  TORCH_CHECK_VALUE(t.scalar_type() == input.scalar_type(), op, ": expected ", name, " to have the dtype of input (",
+                    input.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == input.device(), op, ": expected ", name, " on the device of input (", input.device(),
+              "), got ", t.device());
 }
 
 void check_dims(const char* op, const char* name, const Tensor& t, int64_t dims, const char* layout) {
-  TORCH_CHECK_VALUE(t.dim() == dims, op, ": expected ", name, " with ", dims, " dims ", layout,
-                    ", got ", t.dim(), " dims (shape ", t.sizes(), ")");
+  TORCH_CHECK_VALUE(t.dim() == dims, op, ": expected ", name, " with ", dims, " dims ", layout, ", got ", t.dim(),
+                    " dims (shape ", t.sizes(), ")");
 }
 
-void check_shape(const char* op, const char* name, const Tensor& t, at::IntArrayRef expected,
-                 const char* layout) {
-  TORCH_CHECK(t.sizes() == expected, op, ": expected ", name, " of shape ", expected, " ", layout,
-              ", got ", t.sizes());
+void check_shape(const char* op, const char* name, const Tensor& t, at::IntArrayRef expected, const char* layout) {
+  TORCH_CHECK(t.sizes() == expected, op, ": expected ", name, " of shape ", expected, " ", layout, ", got ", t.sizes());
 }
 
 }  // namespace
 
-at::ScalarType opmath_type(at::ScalarType dtype) {
-  return dtype == at::kDouble ? at::kDouble : at::kFloat;
-}
+at::ScalarType opmath_type(at::ScalarType dtype) { return dtype == at::kDouble ? at::kDouble : at::kFloat; }
 
-LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tensor& hx,
-                                 const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
-                                 const c10::optional<Tensor>& bias_ih,
-                                 const c10::optional<Tensor>& bias_hh,
-                                 const c10::optional<Tensor>& weight_hr,
+LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tensor& hx, const Tensor& cx,
+                                 const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
+                                 const c10::optional<Tensor>& bias_hh, const c10::optional<Tensor>& weight_hr,
                                  const c10::optional<Tensor>& batch_sizes) {
   LayerShape s{};
   s.packed = batch_sizes.has_value() && batch_sizes->defined();
@@ -48,15 +42,13 @@ LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tens
     check_dims(op, "input", input, 3, "(T, B, I)");
   }
   TORCH_CHECK_VALUE(is_supported_dtype(input.scalar_type()), op,
-                    ": expected input of dtype float32, float64, float16 or bfloat16, got ",
-                    input.scalar_type());
+                    ": expected input of dtype float32, float64, float16 or bfloat16, got ", input.scalar_type());
   s.input = input.size(-1);
 
   check_dims(op, "weight_hh", weight_hh, 2, "(4*hidden_size, proj_size or hidden_size)");
   check_like_input(op, "weight_hh", weight_hh, input);
   TORCH_CHECK(weight_hh.size(0) > 0 && weight_hh.size(0) % 4 == 0, op,
-              ": expected weight_hh.size(0) to be 4*hidden_size > 0 (gates i, f, g, o), got ",
-              weight_hh.size(0));
+              ": expected weight_hh.size(0) to be 4*hidden_size > 0 (gates i, f, g, o), got ", weight_hh.size(0));
   s.hidden = weight_hh.size(0) / 4;
   s.has_proj = weight_hr.has_value() && weight_hr->defined();
   if (s.has_proj) {
@@ -68,8 +60,7 @@ LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tens
   } else {
     s.proj = s.hidden;
   }
-  check_shape(op, "weight_hh", weight_hh, {4 * s.hidden, s.proj},
-              "(4*hidden_size, proj_size or hidden_size)");
+  check_shape(op, "weight_hh", weight_hh, {4 * s.hidden, s.proj}, "(4*hidden_size, proj_size or hidden_size)");
   check_dims(op, "weight_ih", weight_ih, 2, "(4*hidden_size, input_size)");
   check_like_input(op, "weight_ih", weight_ih, input);
   check_shape(op, "weight_ih", weight_ih, {4 * s.hidden, s.input}, "(4*hidden_size, input_size)");
@@ -89,26 +80,24 @@ LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tens
   if (s.packed) {
     const Tensor& bs = *batch_sizes;
     TORCH_CHECK(bs.dim() == 1 && bs.scalar_type() == at::kLong && bs.device().is_cpu(), op,
-                ": expected batch_sizes to be a 1-D int64 CPU tensor (PackedSequence.batch_sizes), got ",
-                bs.dim(), "-D ", bs.scalar_type(), " on ", bs.device());
+                ": expected batch_sizes to be a 1-D int64 CPU tensor (PackedSequence.batch_sizes), got ", bs.dim(),
+                "-D ", bs.scalar_type(), " on ", bs.device());
     TORCH_CHECK(bs.numel() > 0, op, ": expected a non-empty batch_sizes");
     const Tensor bs_c = bs.contiguous();
     const int64_t* sizes = bs_c.data_ptr<int64_t>();
     int64_t total = 0;
     for (const auto t : c10::irange(bs.numel())) {
-      TORCH_CHECK(sizes[t] > 0, op, ": expected batch_sizes to be positive, got batch_sizes[", t,
-                  "] = ", sizes[t]);
+      TORCH_CHECK(sizes[t] > 0, op, ": expected batch_sizes to be positive, got batch_sizes[", t, "] = ", sizes[t]);
       TORCH_CHECK(t == 0 || sizes[t] <= sizes[t - 1], op,
-                  ": expected non-increasing batch_sizes (sequences sorted by length), got batch_sizes[",
-                  t, "] = ", sizes[t], " > batch_sizes[", t - 1, "] = ", sizes[t - 1]);
+                  ": expected non-increasing batch_sizes (sequences sorted by length), got batch_sizes[", t,
+                  "] = ", sizes[t], " > batch_sizes[", t - 1, "] = ", sizes[t - 1]);
       // Checked before adding, so the running sum never overflows whatever the values are.
-      TORCH_CHECK(sizes[t] <= input.size(0) - total, op,
-                  ": expected sum(batch_sizes) == input.size(0) (", input.size(0),
-                  " packed rows), but batch_sizes[", t, "] = ", sizes[t], " runs past them");
+      TORCH_CHECK(sizes[t] <= input.size(0) - total, op, ": expected sum(batch_sizes) == input.size(0) (",
+                  input.size(0), " packed rows), but batch_sizes[", t, "] = ", sizes[t], " runs past them");
       total += sizes[t];
     }
-    TORCH_CHECK(total == input.size(0), op, ": expected sum(batch_sizes) == input.size(0), got ",
-                total, " and ", input.size(0));
+    TORCH_CHECK(total == input.size(0), op, ": expected sum(batch_sizes) == input.size(0), got ", total, " and ",
+                input.size(0));
     s.steps = bs.numel();
     s.batch = sizes[0];
     s.tokens = total;
@@ -127,8 +116,8 @@ LayerShape check_layer_arguments(const char* op, const Tensor& input, const Tens
   return s;
 }
 
-std::vector<StepRows> make_step_schedule(const LayerShape& shape,
-                                         const c10::optional<Tensor>& batch_sizes, bool reverse) {
+std::vector<StepRows> make_step_schedule(const LayerShape& shape, const c10::optional<Tensor>& batch_sizes,
+                                         bool reverse) {
   std::vector<int64_t> offsets(shape.steps), rows(shape.steps);
   if (shape.packed) {
     const Tensor bs = batch_sizes->contiguous();
@@ -181,8 +170,7 @@ Tensor first_row_index(const std::vector<StepRows>& schedule, int64_t batch, at:
   return index.to(device, /*non_blocking=*/true);
 }
 
-Tensor previous_row_index(const std::vector<StepRows>& schedule, int64_t tokens, int64_t batch,
-                          at::Device device) {
+Tensor previous_row_index(const std::vector<StepRows>& schedule, int64_t tokens, int64_t batch, at::Device device) {
   Tensor index = host_index_buffer({tokens}, device);
   int64_t* source = index.data_ptr<int64_t>();
   for (const auto& step : schedule) {
@@ -198,8 +186,8 @@ std::vector<int64_t> per_token_shape(const LayerShape& shape, int64_t width) {
   return {shape.steps, shape.batch, width};
 }
 
-ForwardResult forward_without_tokens(const LayerShape& shape, const Tensor& input, const Tensor& hx,
-                                     const Tensor& cx, bool save_workspace) {
+ForwardResult forward_without_tokens(const LayerShape& shape, const Tensor& input, const Tensor& hx, const Tensor& cx,
+                                     bool save_workspace) {
   const auto workspace = input.options().dtype(opmath_type(input.scalar_type()));
   auto workspace_of_width = [&](int64_t width) {
     return save_workspace ? at::empty(per_token_shape(shape, width), workspace) : at::empty({0}, workspace);
@@ -208,18 +196,18 @@ ForwardResult forward_without_tokens(const LayerShape& shape, const Tensor& inpu
           workspace_of_width(4 * shape.hidden), workspace_of_width(shape.hidden)};
 }
 
-BackwardResult lstm_layer_backward_impl(
-    const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
-    const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
-    const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
-    const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
-    const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask,
-    BackwardKernels kernels) {
+BackwardResult lstm_layer_backward_impl(const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
+                                        const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
+                                        const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
+                                        const c10::optional<Tensor>& weight_hr,
+                                        const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias,
+                                        const Tensor& output, const Tensor& gates, const Tensor& cells,
+                                        std::array<bool, 2> output_mask, BackwardKernels kernels) {
   constexpr const char* op = "fused_lstm.lstm_layer_backward";
   // Below autograd (double backward goes through the autograd Function, not these internals).
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerShape s = check_layer_arguments(op, input, hx, cx, weight_ih, weight_hh, c10::nullopt,
-                                             c10::nullopt, weight_hr, batch_sizes);
+  const LayerShape s = check_layer_arguments(op, input, hx, cx, weight_ih, weight_hh, c10::nullopt, c10::nullopt,
+                                             weight_hr, batch_sizes);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc = input.options().dtype(opmath_type(dtype));
@@ -239,19 +227,19 @@ BackwardResult lstm_layer_backward_impl(
               at::IntArrayRef(out_shape), ", got ", output.sizes());
   // The dispatcher picks the kernel from any argument's device: a workspace left on another
   // device would otherwise reach this device's kernels as a foreign pointer.
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"output", output},
-                                std::pair<const char*, const Tensor&>{"gates", gates},
-                                std::pair<const char*, const Tensor&>{"cells", cells}}) {
-    TORCH_CHECK(t.device() == input.device(), op, ": expected ", name, " on the device of input (",
-                input.device(), "), got ", t.device());
+  for (const auto& [name, t] :
+       {std::pair<const char*, const Tensor&>{"output", output}, std::pair<const char*, const Tensor&>{"gates", gates},
+        std::pair<const char*, const Tensor&>{"cells", cells}}) {
+    TORCH_CHECK(t.device() == input.device(), op, ": expected ", name, " on the device of input (", input.device(),
+                "), got ", t.device());
   }
 
   const bool want_input = output_mask[0], want_weights = output_mask[1];
   // Results not asked for (output_mask) or not applicable (no bias, no projection) are empty,
   // each its own tensor (outputs of an op must not alias).
   auto nothing = [&] { return at::empty({0}, with_dtype); };
-  Tensor grad_input = nothing(), grad_w_ih = nothing(), grad_w_hh = nothing(),
-         grad_bias = nothing(), grad_w_hr = nothing();
+  Tensor grad_input = nothing(), grad_w_ih = nothing(), grad_w_hh = nothing(), grad_bias = nothing(),
+         grad_w_hr = nothing();
   if (N == 0) {  // nothing ran: the states pass their gradients through, weights get zeros
     auto zeros_like = [](const Tensor& t) { return at::zeros_like(t, at::MemoryFormat::Contiguous); };
     if (want_input) grad_input = zeros_like(input);
@@ -261,13 +249,18 @@ BackwardResult lstm_layer_backward_impl(
       if (has_bias) grad_bias = at::zeros({4 * H}, with_dtype);
       if (s.has_proj) grad_w_hr = zeros_like(*weight_hr);
     }
-    return {grad_input, defined(grad_hy) ? grad_hy->clone() : zeros_like(hx),
-            defined(grad_cy) ? grad_cy->clone() : zeros_like(cx), grad_w_ih, grad_w_hh, grad_bias,
+    return {grad_input,
+            defined(grad_hy) ? grad_hy->clone() : zeros_like(hx),
+            defined(grad_cy) ? grad_cy->clone() : zeros_like(cx),
+            grad_w_ih,
+            grad_w_hh,
+            grad_bias,
             grad_w_hr};
   }
   TORCH_CHECK(gates.numel() == N * 4 * H && cells.numel() == N * H, op,
               ": gates/cells workspace missing or of the wrong size: run lstm_layer_forward with "
-              "save_workspace=True (got ", gates.sizes(), " and ", cells.sizes(), ")");
+              "save_workspace=True (got ",
+              gates.sizes(), " and ", cells.sizes(), ")");
   TORCH_CHECK(gates.scalar_type() == acc.dtype() && cells.scalar_type() == acc.dtype(), op,
               ": expected gates and cells of dtype ", acc.dtype());
   const Tensor gates_2d = gates.reshape({N, 4 * H}).contiguous();
@@ -299,12 +292,11 @@ BackwardResult lstm_layer_backward_impl(
   // dgates in the input dtype for input-dtype GEMMs: filled by a fused recurrence, else rounded
   // from dgates below.
   const Tensor dgates_rounded = kernels.input_dtype_gemms ? temporary({N, 4 * H}, dtype) : Tensor();
-  const bool fused = !s.has_proj && kernels.fused_recurrence != nullptr &&
-                     kernels.fused_recurrence(BackwardRecurrenceArgs{
-                         schedule, B, H, weight_hh,
-                         defined(grad_output) ? dh_total : Tensor(),
-                         defined(grad_hy) ? dh_carry : Tensor(), gates_2d, cells_2d, cx_acc,
-                         dc_carry, dgates, dgates_rounded});
+  const bool fused =
+      !s.has_proj && kernels.fused_recurrence != nullptr &&
+      kernels.fused_recurrence(BackwardRecurrenceArgs{
+          schedule, B, H, weight_hh, defined(grad_output) ? dh_total : Tensor(), defined(grad_hy) ? dh_carry : Tensor(),
+          gates_2d, cells_2d, cx_acc, dc_carry, dgates, dgates_rounded});
   if (fused) {
     // The kernel consumed the carries inside; what reaches hx is the first processed step's.
     dh_carry = at::mm(dgates.index_select(0, first_row_index(schedule, B, input.device())), w_hh_acc);

@@ -87,8 +87,8 @@ pybind11::dict cuda_kernel_selection(const std::string& dtype, int sm_major, int
   } else if (dtype == "float64") {
     kind = DType::kDouble;
   } else {
-    TORCH_CHECK_VALUE(false, "cuda_kernel_selection: dtype must be float16, bfloat16, float32 or float64, got '",
-                      dtype, "'");
+    TORCH_CHECK_VALUE(false, "cuda_kernel_selection: dtype must be float16, bfloat16, float32 or float64, got '", dtype,
+                      "'");
   }
   const auto selection = fused_lstm::cuda::select_variants(
       fused_lstm::cuda::selection_inputs(kind, sm_major, batch, has_proj, allow_tf32));

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Python lint: `ruff check` with pyproject.toml's rules ([tool.ruff]); exits non-zero on any
-# violation. Formatting is not checked: the code is not `ruff format`ted (its hand-wrapped calls
-# would all change), so only the rules in [tool.ruff.lint] are enforced.
+# Lint: `ruff check` with pyproject.toml's rules ([tool.ruff]) on the Python, and clang-format
+# (.clang-format, version 19.1.7: other versions format differently) on csrc/; exits non-zero on
+# any violation. Python formatting is not checked: the code is not `ruff format`ted (its
+# hand-wrapped calls would all change), so only the rules in [tool.ruff.lint] are enforced.
 # Usage (repo root or anywhere):  bash scripts/lint.sh [extra ruff arguments, e.g. --fix]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,3 +17,13 @@ else
 fi
 "${RUFF[@]}" --version
 "${RUFF[@]}" check "$@" .
+
+# C++/CUDA: clang-format --dry-run reports every line it would change.
+if ! command -v clang-format >/dev/null 2>&1; then
+  echo "scripts/lint.sh: clang-format is not installed (pip install clang-format==19.1.7)" >&2
+  exit 2
+fi
+clang-format --version
+find csrc \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) -print0 |
+  xargs -0 clang-format --dry-run --Werror
+echo "scripts/lint.sh: ruff and clang-format clean"

@@ -5,6 +5,8 @@ cores.
 """
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -155,3 +157,14 @@ def test_corpus_split_is_deterministic(tmp_path):
     assert char_lm.load_corpus(str(tmp_path), None, None) == (train, val, info)
     capped, _, info = char_lm.load_corpus(str(tmp_path), 20, None)
     assert len(capped) == 20 and capped == train[:20]
+
+
+def test_default_output_folder_is_git_ignored():
+    # Run from the repository root, the outputs must not show up as untracked files.
+    out_dir = train_char_lm.DEFAULT_OUT_DIR
+    assert out_dir == pathlib.Path(ROOT) / "benchmarks" / "out" / "train-char-lm"
+    if shutil.which("git") is None or not (pathlib.Path(ROOT) / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = out_dir / "train-char-lm-tiny-cpu-x.json"
+    proc = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=ROOT)
+    assert proc.returncode == 0, f"{probe} is not git-ignored"

@@ -24,32 +24,29 @@ namespace cpu {
 // (b_ih + b_hh, [4H]; zeros without biases) -> activated gates, c (in place), h;
 // gates_out/cells_out (rows of the saved workspace) may be null.
 template <typename acc_t>
-using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride,
-                                const acc_t* bias, acc_t* c_state, acc_t* h_out, acc_t* gates_out,
-                                acc_t* cells_out, int64_t hidden, int64_t j_begin, int64_t j_end);
+using ForwardCellsFn = void (*)(const acc_t* pre, const acc_t* rec, int64_t rec_gate_stride, const acc_t* bias,
+                                acc_t* c_state, acc_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t hidden,
+                                int64_t j_begin, int64_t j_end);
 
 // The same for bf16 layers whose products run in bf16 (Note [bfloat16 GEMMs on CPU]): pre (the
 // bf16 input projection) is widened as it is read and h is written rounded to bf16 -- the next
 // step's product and the layer's output take it in bf16 anyway; c, the gates and the arithmetic
 // stay in float.
-using ForwardCellsBf16Fn = void (*)(const c10::BFloat16* pre, const float* rec,
-                                    int64_t rec_gate_stride, const float* bias, float* c_state,
-                                    c10::BFloat16* h_out, float* gates_out, float* cells_out,
-                                    int64_t hidden, int64_t j_begin, int64_t j_end);
+using ForwardCellsBf16Fn = void (*)(const c10::BFloat16* pre, const float* rec, int64_t rec_gate_stride,
+                                    const float* bias, float* c_state, c10::BFloat16* h_out, float* gates_out,
+                                    float* cells_out, int64_t hidden, int64_t j_begin, int64_t j_end);
 
 // Backward cells of one batch row: saved gates [4H], c_t, c_{t-1}, dh (gradient reaching
 // o * tanh(c)) -> pre-activation gradients [4H]; dc_carry is updated in place (c_t -> c_{t-1}).
 template <typename acc_t>
-using BackwardCellsFn = void (*)(const acc_t* gates, const acc_t* c, const acc_t* c_prev,
-                                 const acc_t* dh, acc_t* dc_carry, acc_t* dgates, int64_t hidden,
-                                 int64_t j_begin, int64_t j_end);
+using BackwardCellsFn = void (*)(const acc_t* gates, const acc_t* c, const acc_t* c_prev, const acc_t* dh,
+                                 acc_t* dc_carry, acc_t* dgates, int64_t hidden, int64_t j_begin, int64_t j_end);
 
 // backward cells of a bf16 layer whose GEMMs run in bf16 (Note [bfloat16 GEMMs on CPU]): also
 // writes the pre-activation gradients rounded to bf16 (dgates_rounded, same layout), the operand
 // of the next carry product and of the weight/input-gradient GEMMs.
-using BackwardCellsBf16Fn = void (*)(const float* gates, const float* c, const float* c_prev,
-                                     const float* dh, float* dc_carry, float* dgates,
-                                     c10::BFloat16* dgates_rounded, int64_t hidden,
+using BackwardCellsBf16Fn = void (*)(const float* gates, const float* c, const float* c_prev, const float* dh,
+                                     float* dc_carry, float* dgates, c10::BFloat16* dgates_rounded, int64_t hidden,
                                      int64_t j_begin, int64_t j_end);
 
 // y[b, n] = sum_k x[b, k] * w[n, k] for b < rows and n in [n_begin, n_end): a product by a weight
@@ -58,8 +55,8 @@ using BackwardCellsBf16Fn = void (*)(const float* gates, const float* c, const f
 // weight outweigh the arithmetic and no prepared operand would be reused (Note [Single steps on
 // CPU] in lstm_cpu.cpp). Reads each weight row once per group of kRowDotRows rows of x.
 template <typename acc_t>
-using RowDotFn = void (*)(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t ldw,
-                          int64_t k, acc_t* y, int64_t ldy, int64_t n_begin, int64_t n_end);
+using RowDotFn = void (*)(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t ldw, int64_t k, acc_t* y,
+                          int64_t ldy, int64_t n_begin, int64_t n_end);
 constexpr int64_t kRowDotRows = 4;
 
 struct GateKernels {
@@ -82,17 +79,29 @@ struct GateKernels {
 };
 
 template <>
-inline ForwardCellsFn<float> GateKernels::forward<float>() const { return forward_float; }
+inline ForwardCellsFn<float> GateKernels::forward<float>() const {
+  return forward_float;
+}
 template <>
-inline ForwardCellsFn<double> GateKernels::forward<double>() const { return forward_double; }
+inline ForwardCellsFn<double> GateKernels::forward<double>() const {
+  return forward_double;
+}
 template <>
-inline BackwardCellsFn<float> GateKernels::backward<float>() const { return backward_float; }
+inline BackwardCellsFn<float> GateKernels::backward<float>() const {
+  return backward_float;
+}
 template <>
-inline BackwardCellsFn<double> GateKernels::backward<double>() const { return backward_double; }
+inline BackwardCellsFn<double> GateKernels::backward<double>() const {
+  return backward_double;
+}
 template <>
-inline RowDotFn<float> GateKernels::row_dot<float>() const { return row_dot_float; }
+inline RowDotFn<float> GateKernels::row_dot<float>() const {
+  return row_dot_float;
+}
 template <>
-inline RowDotFn<double> GateKernels::row_dot<double>() const { return row_dot_double; }
+inline RowDotFn<double> GateKernels::row_dot<double>() const {
+  return row_dot_double;
+}
 
 // One table per build; an ISA this compiler or CPU cannot target returns the default table.
 const GateKernels& gate_kernels_default();

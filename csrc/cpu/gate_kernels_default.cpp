@@ -1,9 +1,9 @@
 // Baseline build of the gate passes, and the run-time choice (Note [CPU instruction sets]).
 #define CPU_CAPABILITY DEFAULT
 #define CPU_CAPABILITY_DEFAULT
-#include "cpu/gate_kernels_impl.h"
-
 #include <ATen/Version.h>
+
+#include "cpu/gate_kernels_impl.h"
 
 namespace fused_lstm {
 namespace cpu {

@@ -103,16 +103,15 @@ inline void store_from_acc(at::vec::Vectorized<acc_t> v, T* p) {
 // io_t: the type of pre and h_out -- acc_t, or bf16 for bf16 layers whose products run in bf16
 // (ForwardCellsBf16Fn); all arithmetic in acc_t.
 template <typename acc_t, typename io_t = acc_t>
-void forward_cells(const io_t* pre, const acc_t* rec, int64_t rec_gate_stride, const acc_t* bias,
-                   acc_t* c_state, io_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t H,
-                   int64_t j_begin, int64_t j_end) {
+void forward_cells(const io_t* pre, const acc_t* rec, int64_t rec_gate_stride, const acc_t* bias, acc_t* c_state,
+                   io_t* h_out, acc_t* gates_out, acc_t* cells_out, int64_t H, int64_t j_begin, int64_t j_end) {
   using Vec = at::vec::Vectorized<acc_t>;
   int64_t j = j_begin;
   for (; j + Vec::size() <= j_end; j += Vec::size()) {
     auto gate_input = [&](int64_t gate) {
       const int64_t offset = gate * H + j;
-      return load_as_acc<acc_t>(pre + offset) +
-             Vec::loadu(rec + gate * rec_gate_stride + (j - j_begin)) + Vec::loadu(bias + offset);
+      return load_as_acc<acc_t>(pre + offset) + Vec::loadu(rec + gate * rec_gate_stride + (j - j_begin)) +
+             Vec::loadu(bias + offset);
     };
     const Vec i = gate_sigmoid<acc_t>(gate_input(0));
     const Vec f = gate_sigmoid<acc_t>(gate_input(1));
@@ -132,11 +131,10 @@ void forward_cells(const io_t* pre, const acc_t* rec, int64_t rec_gate_stride, c
   for (; j < j_end; ++j) {
     acc_t c, h;
     auto gate_input = [&](int64_t gate) {
-      return static_cast<acc_t>(pre[gate * H + j]) + rec[gate * rec_gate_stride + (j - j_begin)] +
-             bias[gate * H + j];
+      return static_cast<acc_t>(pre[gate * H + j]) + rec[gate * rec_gate_stride + (j - j_begin)] + bias[gate * H + j];
     };
-    const auto a = kernels::cell_forward(gate_input(0), gate_input(1), gate_input(2),
-                                         gate_input(3), c_state[j], &c, &h);
+    const auto a =
+        kernels::cell_forward(gate_input(0), gate_input(1), gate_input(2), gate_input(3), c_state[j], &c, &h);
     c_state[j] = c;
     h_out[j] = static_cast<io_t>(h);
     if (gates_out != nullptr) {
@@ -151,9 +149,8 @@ void forward_cells(const io_t* pre, const acc_t* rec, int64_t rec_gate_stride, c
 
 // Vectorised kernels::cell_backward (same formulas, same order of operations).
 template <typename acc_t>
-void backward_cells(const acc_t* gates, const acc_t* c_row, const acc_t* c_prev_row,
-                    const acc_t* dh_row, acc_t* dc_carry, acc_t* dgates, int64_t H,
-                    int64_t j_begin, int64_t j_end) {
+void backward_cells(const acc_t* gates, const acc_t* c_row, const acc_t* c_prev_row, const acc_t* dh_row,
+                    acc_t* dc_carry, acc_t* dgates, int64_t H, int64_t j_begin, int64_t j_end) {
   using Vec = at::vec::Vectorized<acc_t>;
   const Vec one(acc_t(1));
   int64_t j = j_begin;
@@ -181,9 +178,8 @@ void backward_cells(const acc_t* gates, const acc_t* c_row, const acc_t* c_prev_
 }
 
 inline void backward_cells_bf16_out(const float* gates, const float* c_row, const float* c_prev_row,
-                                    const float* dh_row, float* dc_carry, float* dgates,
-                                    c10::BFloat16* dgates_rounded, int64_t H, int64_t j_begin,
-                                    int64_t j_end) {
+                                    const float* dh_row, float* dc_carry, float* dgates, c10::BFloat16* dgates_rounded,
+                                    int64_t H, int64_t j_begin, int64_t j_end) {
   backward_cells<float>(gates, c_row, c_prev_row, dh_row, dc_carry, dgates, H, j_begin, j_end);
   for (int64_t gate = 0; gate < 4; ++gate) {  // still in L1
     const int64_t offset = gate * H + j_begin;
@@ -199,8 +195,8 @@ inline void backward_cells_bf16_out(const float* gates, const float* c_row, cons
 inline __m512 sum_each_of_16(const __m512 (&acc)[16]) {
   __m512 pairs[8], quads[4];
   for (int i = 0; i < 8; ++i) {
-    pairs[i] = _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]),
-                             _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
+    pairs[i] =
+        _mm512_add_ps(_mm512_unpacklo_ps(acc[2 * i], acc[2 * i + 1]), _mm512_unpackhi_ps(acc[2 * i], acc[2 * i + 1]));
   }
   for (int i = 0; i < 4; ++i) {
     const __m512d a = _mm512_castps_pd(pairs[2 * i]), b = _mm512_castps_pd(pairs[2 * i + 1]);
@@ -217,8 +213,8 @@ inline __m512 sum_each_of_16(const __m512 (&acc)[16]) {
 
 // Sixteen outputs at a time, one row of x at a time: the weight's 16 rows (16 x k floats) stay in
 // L1 while every row of x passes over them; the k tail (k % 16) in scalar code.
-inline void row_dot_avx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t ldw, int64_t k,
-                           float* y, int64_t ldy, int64_t n_begin, int64_t n_end) {
+inline void row_dot_avx512(const float* x, int64_t ldx, int64_t rows, const float* w, int64_t ldw, int64_t k, float* y,
+                           int64_t ldy, int64_t n_begin, int64_t n_end) {
   const int64_t k_vec = k - k % 16;
   for (int64_t n0 = n_begin; n0 < n_end; n0 += 16) {
     const int64_t count = std::min<int64_t>(16, n_end - n0);
@@ -249,8 +245,8 @@ inline void row_dot_avx512(const float* x, int64_t ldx, int64_t rows, const floa
 // rows of x and each weight row n: one vector accumulator per row over k, the weight row's vector
 // loaded once for all of them, then a horizontal sum; the k tail (k % Vec::size()) in scalar code.
 template <typename acc_t>
-void row_dot(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t ldw, int64_t k, acc_t* y,
-             int64_t ldy, int64_t n_begin, int64_t n_end) {
+void row_dot(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t ldw, int64_t k, acc_t* y, int64_t ldy,
+             int64_t n_begin, int64_t n_end) {
 #if defined(CPU_CAPABILITY_AVX512)
   if constexpr (std::is_same_v<acc_t, float>) {
     row_dot_avx512(x, ldx, rows, w, ldw, k, y, ldy, n_begin, n_end);
@@ -282,9 +278,9 @@ void row_dot(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t 
 }
 
 inline GateKernels make_gate_kernels(const char* instruction_set) {
-  return {instruction_set,        &forward_cells<float>,   &forward_cells<double>,
-          &backward_cells<float>, &backward_cells<double>, &forward_cells<float, c10::BFloat16>,
-          &backward_cells_bf16_out, &row_dot<float>, &row_dot<double>};
+  return {instruction_set,          &forward_cells<float>,   &forward_cells<double>,
+          &backward_cells<float>,   &backward_cells<double>, &forward_cells<float, c10::BFloat16>,
+          &backward_cells_bf16_out, &row_dot<float>,         &row_dot<double>};
 }
 
 }  // namespace CPU_CAPABILITY

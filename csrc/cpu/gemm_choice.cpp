@@ -7,10 +7,10 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <exception>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -39,9 +39,7 @@ std::string choice_from_env(const char* name, const std::vector<std::string>& al
 }
 
 std::string big_gemm_from_env() { return choice_from_env("FUSED_LSTM_CPU_GEMM", {"aten", "onednn"}); }
-std::string recurrent_from_env() {
-  return choice_from_env("FUSED_LSTM_CPU_RECURRENT_GEMM", {"mkl_packed", "brgemm"});
-}
+std::string recurrent_from_env() { return choice_from_env("FUSED_LSTM_CPU_RECURRENT_GEMM", {"mkl_packed", "brgemm"}); }
 
 // ---- what was chosen ------------------------------------------------------------------------
 struct Choices {
@@ -191,9 +189,8 @@ void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
       scalar_t* y_p = y.data_ptr<scalar_t>();
       // Columns split over threads where there is enough work for each (64 K multiply-adds).
       const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, rows * k));
-      at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
-        row_dot(x_p, k, rows, w_p, k, k, y_p, n, begin, end);
-      });
+      at::parallel_for(0, n, grain,
+                       [&](int64_t begin, int64_t end) { row_dot(x_p, k, rows, w_p, k, k, y_p, n, begin, end); });
     });
   };
   const std::string pinned = big_gemm_from_env();
@@ -234,14 +231,15 @@ RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool 
     auto time_kernel = [&](RecurrentKernel which) {
       const BlockedOperand<float> operand(b, one_block, rows, which);
       return fastest_ms([&] {
-        for (int i = 0; i < 10; ++i) operand.multiply(0, rows, a.const_data_ptr<float>(), k, c.data_ptr<float>(), n_block);
+        for (int i = 0; i < 10; ++i)
+          operand.multiply(0, rows, a.const_data_ptr<float>(), k, c.data_ptr<float>(), n_block);
       });
     };
     const double packed_ms = time_kernel(RecurrentKernel::kMklPacked);
     const double brgemm_ms = time_kernel(RecurrentKernel::kBrgemm);
     kernel = packed_ms < brgemm_ms ? "mkl_packed" : "brgemm";
-    remember(shape_class, *kernel, "measured (10 products): mkl_packed " + format_ms(packed_ms) + ", brgemm " +
-                                       format_ms(brgemm_ms));
+    remember(shape_class, *kernel,
+             "measured (10 products): mkl_packed " + format_ms(packed_ms) + ", brgemm " + format_ms(brgemm_ms));
     kernel = cached(shape_class);
   }
   return *kernel == "mkl_packed" ? RecurrentKernel::kMklPacked : RecurrentKernel::kBrgemm;

@@ -48,7 +48,7 @@ RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool 
 struct KernelChoice {
   std::string shape_class;  // e.g. "linear float32 M<=8192 K=512 N=2048 threads=2"
   std::string chosen;
-  std::string how;          // "measured: mkl 41.2 ms, onednn 25.3 ms" or "FUSED_LSTM_CPU_GEMM=mkl"
+  std::string how;  // "measured: mkl 41.2 ms, onednn 25.3 ms" or "FUSED_LSTM_CPU_GEMM=mkl"
 };
 
 // Every choice made so far in this process.

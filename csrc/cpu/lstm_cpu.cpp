@@ -77,8 +77,10 @@ int64_t grain_in_tasks(int64_t chunk) { return std::max<int64_t>(1, kCellsPerTas
 int64_t unit_block_size(int64_t hidden) {
   if (const char* forced = std::getenv("FUSED_LSTM_CPU_UNIT_BLOCK")) {
     const int64_t block = std::atoll(forced);
-    TORCH_CHECK_VALUE(block > 0 && block % 16 == 0, "fused_lstm: FUSED_LSTM_CPU_UNIT_BLOCK must be "
-                      "a positive multiple of 16, got '", forced, "'");
+    TORCH_CHECK_VALUE(block > 0 && block % 16 == 0,
+                      "fused_lstm: FUSED_LSTM_CPU_UNIT_BLOCK must be "
+                      "a positive multiple of 16, got '",
+                      forced, "'");
     return block;
   }
   const int64_t per_two_blocks_a_thread = hidden / (2 * std::max(1, at::get_num_threads()));
@@ -105,8 +107,8 @@ int64_t block_grain(int64_t rows, int64_t depth, int64_t block) {
 // thread) and a step's whole product is small (<= 64 KiB): then one block of all the units, one
 // product call a step instead of several (T=100 B=1 H=128 inference 0.50 -> 0.45 ms).
 // FUSED_LSTM_CPU_UNIT_BLOCK, when set, is used as is (rounded up to `align`).
-int64_t recurrence_block_size(int64_t hidden, int64_t rows, int64_t depth, int64_t width_per_unit,
-                              int64_t align, int64_t element_size) {
+int64_t recurrence_block_size(int64_t hidden, int64_t rows, int64_t depth, int64_t width_per_unit, int64_t align,
+                              int64_t element_size) {
   const int64_t block = (unit_block_size(hidden) + align - 1) / align * align;
   if (std::getenv("FUSED_LSTM_CPU_UNIT_BLOCK") != nullptr || block >= hidden) return block;
   const int64_t num_blocks = (hidden + block - 1) / block;
@@ -145,16 +147,16 @@ void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, c
   const int64_t column_tiles = (n + kTile - 1) / kTile;
   at::parallel_for(0, column_tiles, std::max<int64_t>(1, 16384 / (kTile * std::max<int64_t>(K, 1))),
                    [&](int64_t begin, int64_t end) {
-    for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t c0 = tile * kTile, c1 = std::min(n, c0 + kTile);
-      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
-        const int64_t k1 = std::min(K, k0 + kTile);
-        for (int64_t k = k0; k < k1; ++k) {
-          for (int64_t c = c0; c < c1; ++c) dst[k * n + c] = src[source_row[c] * K + k];
-        }
-      }
-    }
-  });
+                     for (int64_t tile = begin; tile < end; ++tile) {
+                       const int64_t c0 = tile * kTile, c1 = std::min(n, c0 + kTile);
+                       for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+                         const int64_t k1 = std::min(K, k0 + kTile);
+                         for (int64_t k = k0; k < k1; ++k) {
+                           for (int64_t c = c0; c < c1; ++c) dst[k * n + c] = src[source_row[c] * K + k];
+                         }
+                       }
+                     }
+                   });
 }
 
 // The same operand for MKL's packed path, which packs a transposed B itself: only W_hh's rows
@@ -208,9 +210,8 @@ class ForwardOperandCache {
       }
     }
     Tensor operand = at::empty({w.size(1), 4 * hidden}, w.options().dtype(acc_type));
-    AT_DISPATCH_FLOATING_TYPES(acc_type, "forward_operand_cache", [&] {
-      forward_blocked_weight<scalar_t>(w.to(acc_type), hidden, block, operand);
-    });
+    AT_DISPATCH_FLOATING_TYPES(acc_type, "forward_operand_cache",
+                               [&] { forward_blocked_weight<scalar_t>(w.to(acc_type), hidden, block, operand); });
     const int64_t entry_bytes = bytes + operand.numel() * static_cast<int64_t>(operand.element_size());
     if (entry_bytes <= kCachedBytes) {
       const std::lock_guard<std::mutex> lock(mutex_);
@@ -230,8 +231,8 @@ class ForwardOperandCache {
     at::ScalarType dtype, acc_type;
     int64_t hidden, block, depth;
     bool operator==(const Key& o) const {
-      return data == o.data && dtype == o.dtype && acc_type == o.acc_type && hidden == o.hidden &&
-             block == o.block && depth == o.depth;
+      return data == o.data && dtype == o.dtype && acc_type == o.acc_type && hidden == o.hidden && block == o.block &&
+             depth == o.depth;
     }
   };
   struct Entry {
@@ -278,8 +279,8 @@ std::vector<int64_t> block_column_begin(int64_t hidden, int64_t block, int64_t w
 // thread.
 template <typename NeedsSerial, typename Serial, typename Blocks, typename Finish, typename ThreadDone>
 void run_recurrence(int64_t num_steps, int64_t num_blocks, int64_t grain, bool one_team_allowed,
-                    const NeedsSerial& needs_serial, const Serial& serial, const Blocks& blocks,
-                    const Finish& finish, const ThreadDone& thread_done) {
+                    const NeedsSerial& needs_serial, const Serial& serial, const Blocks& blocks, const Finish& finish,
+                    const ThreadDone& thread_done) {
   const int64_t tasks = (num_blocks + grain - 1) / grain;
   const int64_t team = std::min<int64_t>(at::get_num_threads(), tasks);
 #ifdef _OPENMP
@@ -345,8 +346,7 @@ void run_recurrence(int64_t num_steps, int64_t num_blocks, int64_t grain, bool o
 // loads of pre were a quarter of its profile at B=16 H=128). Issued before the block's product,
 // whose time hides the fetch: 3-4% off T=100 inference at B=16 H=128 and at B=64 H=512.
 template <typename T>
-void prefetch_gate_rows(const T* base, int64_t rows, int64_t row_stride, int64_t gate_stride,
-                        int64_t units) {
+void prefetch_gate_rows(const T* base, int64_t rows, int64_t row_stride, int64_t gate_stride, int64_t units) {
   constexpr int64_t kLine = 64 / sizeof(T);
   for (int64_t b = 0; b < rows; ++b) {
     for (int64_t gate = 0; gate < 4; ++gate) {
@@ -403,8 +403,8 @@ bool single_step_applies(const LayerShape& s, at::ScalarType dtype) {
          (dtype == at::kFloat || dtype == at::kDouble);
 }
 
-ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, const Tensor& hx,
-                                  const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
+ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, const Tensor& hx, const Tensor& cx,
+                                  const Tensor& weight_ih, const Tensor& weight_hh,
                                   const c10::optional<Tensor>& bias_ih, const c10::optional<Tensor>& bias_hh,
                                   bool save_workspace) {
   const int64_t B = s.batch, H = s.hidden, I = s.input;
@@ -429,27 +429,23 @@ ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, cons
     scalar_t* gates_p = save_workspace ? gates.data_ptr<scalar_t>() : nullptr;
     scalar_t* cells_p = save_workspace ? cells.data_ptr<scalar_t>() : nullptr;
     for (int64_t b = 0; b < B; ++b) {
-      forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, H, bias.data(),
-                    c_state.data_ptr<scalar_t>() + b * H, out.data_ptr<scalar_t>() + b * H,
-                    gates_p ? gates_p + b * 4 * H : nullptr, cells_p ? cells_p + b * H : nullptr, H, 0, H);
+      forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, H, bias.data(), c_state.data_ptr<scalar_t>() + b * H,
+                    out.data_ptr<scalar_t>() + b * H, gates_p ? gates_p + b * 4 * H : nullptr,
+                    cells_p ? cells_p + b * H : nullptr, H, 0, H);
     }
   });
   // hy is h of the only step; a copy, not a view: the op's outputs never alias one another.
   return {out.view(per_token_shape(s, H)), out.clone(), c_state, gates, cells};
 }
 
-ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx,
-                                     const Tensor& weight_ih, const Tensor& weight_hh,
-                                     const c10::optional<Tensor>& bias_ih,
-                                     const c10::optional<Tensor>& bias_hh,
-                                     const c10::optional<Tensor>& weight_hr,
-                                     const c10::optional<Tensor>& batch_sizes, bool reverse,
-                                     bool save_workspace) {
+ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih,
+                                     const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
+                                     const c10::optional<Tensor>& bias_hh, const c10::optional<Tensor>& weight_hr,
+                                     const c10::optional<Tensor>& batch_sizes, bool reverse, bool save_workspace) {
   // Below autograd: the op is differentiated by its backward op, never through its internals.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
-                                             weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                             batch_sizes);
+  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx, weight_ih, weight_hh,
+                                             bias_ih, bias_hh, weight_hr, batch_sizes);
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   cpu::check_gemm_choice_environment();  // a bad value fails every call, not only where it is read
   if (single_step_applies(s, input.scalar_type())) {
@@ -468,8 +464,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   // preparation too: the whole product per step through at::mm, which packs internally.
   const bool bf16_gemms = dtype == at::kBFloat16 && use_bf16_gemms();
   const bool prepare_weights = s.steps >= kMinStepsToPrepareWeights;
-  const bool amx_recurrence = prepare_weights && bf16_gemms && P % 2 == 0 && H % 16 == 0 &&
-                              cpu::BlockedOperandBf16::available();
+  const bool amx_recurrence =
+      prepare_weights && bf16_gemms && P % 2 == 0 && H % 16 == 0 && cpu::BlockedOperandBf16::available();
   const bool whole_product = !prepare_weights || (bf16_gemms && !amx_recurrence);
   // AMX layers without projection keep the input projection and h in bf16 (ForwardCellsBf16Fn):
   // h rounded to bf16 is all its consumers (the next step's product, the output) ever take.
@@ -491,19 +487,17 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   } else {
     pre = cpu::linear(input.reshape({N, s.input}).to(acc_type), weight_ih.to(acc_type).contiguous(), pre);
   }
-  const Tensor bias = s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous()
-                                 : at::zeros({4 * H}, acc);
-  const Tensor w_hh_t = !whole_product ? Tensor()
-                        : bf16_gemms   ? weight_hh.t()
-                                       : weight_hh.to(acc_type).t();
+  const Tensor bias =
+      s.has_bias ? (bias_ih->to(acc_type) + bias_hh->to(acc_type)).contiguous() : at::zeros({4 * H}, acc);
+  const Tensor w_hh_t = !whole_product ? Tensor() : bf16_gemms ? weight_hh.t() : weight_hh.to(acc_type).t();
   const Tensor w_hr_t = s.has_proj ? weight_hr->to(acc_type).t() : Tensor();
 
   // Buffers for the whole sequence, allocated once (no per-step allocation). `out`, h of every
   // token: the output itself (opmath layers, bf16_io layers), else opmath scratch rounded into
   // the output at the end.
   Tensor out = dtype == acc_type ? at::empty({N, P}, acc)
-               : bf16_io          ? at::empty({N, P}, input.options())
-                                  : cpu::scratch_empty({N, P}, acc_type);
+               : bf16_io         ? at::empty({N, P}, input.options())
+                                 : cpu::scratch_empty({N, P}, acc_type);
   const Tensor h0 = bf16_io ? hx.contiguous() : hx.to(acc_type).contiguous();  // out's dtype
   Tensor h_joined;  // only for steps whose rows start from both out and hx (previous_h)
   Tensor c_state = cx.to(acc_type).contiguous().clone();
@@ -562,9 +556,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
     // except for joins, and one thread team runs the sequence.
     const scalar_t* h_prev = nullptr;               // [rows, P], row stride P
     const c10::BFloat16* h_prev_rounded = nullptr;  // the same in bf16 (AMX products)
-    auto needs_join = [&](int64_t k) {
-      return schedule[k].prev_rows > 0 && schedule[k].prev_rows < schedule[k].rows;
-    };
+    auto needs_join = [&](int64_t k) { return schedule[k].prev_rows > 0 && schedule[k].prev_rows < schedule[k].rows; };
     auto serial = [&](int64_t k) {
       const StepRows& step = schedule[k];
       const int64_t rows = step.rows;
@@ -630,16 +622,13 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
           if (bf16_io) {  // bf16 layers only, so scalar_t is float here
             forward_cells_bf16_io(pre_bf16_p + pre_offset + b * 4 * H,
                                   reinterpret_cast<const float*>(rec_u + b * row_stride), gate_stride,
-                                  reinterpret_cast<const float*>(bias_p),
-                                  reinterpret_cast<float*>(c_p + b * H),
-                                  out_bf16_p + (step.row_offset + b) * P,
-                                  reinterpret_cast<float*>(gates_row),
+                                  reinterpret_cast<const float*>(bias_p), reinterpret_cast<float*>(c_p + b * H),
+                                  out_bf16_p + (step.row_offset + b) * P, reinterpret_cast<float*>(gates_row),
                                   reinterpret_cast<float*>(cells_row), H, j0, j0 + units);
             continue;
           }
           scalar_t* h_row = s.has_proj ? h_unprojected_p + b * H : out_p + (step.row_offset + b) * P;
-          forward_cells(pre_p + pre_offset + b * 4 * H,
-                        rec_u + b * row_stride, gate_stride, bias_p, c_p + b * H, h_row,
+          forward_cells(pre_p + pre_offset + b * 4 * H, rec_u + b * row_stride, gate_stride, bias_p, c_p + b * H, h_row,
                         gates_row, cells_row, H, j0, j0 + units);
         }
       }
@@ -650,8 +639,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
       Tensor out_rows = out.narrow(0, step.row_offset, step.rows);
       at::mm_out(out_rows, h_unprojected.narrow(0, 0, step.rows), w_hr_t);
     };
-    run_recurrence(static_cast<int64_t>(schedule.size()), num_blocks, block_grain(B, P, block),
-                   one_team, needs_join, serial, blocks, finish, [&] {
+    run_recurrence(static_cast<int64_t>(schedule.size()), num_blocks, block_grain(B, P, block), one_team, needs_join,
+                   serial, blocks, finish, [&] {
                      if (amx_recurrence) cpu::BlockedOperandBf16::release_thread_state();
                    });
   });
@@ -661,9 +650,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   return {output, hy, c_state.to(dtype), gates, cells};
 }
 
-void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const Tensor& gates,
-                            const Tensor& cells, const Tensor& cx, const Tensor& dh,
-                            const Tensor& dc_carry, const Tensor& dgates) {
+void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const Tensor& gates, const Tensor& cells,
+                            const Tensor& cx, const Tensor& dh, const Tensor& dc_carry, const Tensor& dgates) {
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_pointwise_cpu", [&] {
     const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
     const int64_t H = hidden;
@@ -674,17 +662,15 @@ void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const
     scalar_t* dc_p = dc_carry.data_ptr<scalar_t>();
     scalar_t* dgates_p = dgates.data_ptr<scalar_t>();
     const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
-    at::parallel_for(0, step.rows * chunks, grain_in_tasks(std::min(H, kHiddenChunk)),
-                     [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, step.rows * chunks, grain_in_tasks(std::min(H, kHiddenChunk)), [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks;
         const int64_t j0 = (task % chunks) * kHiddenChunk;
         const int64_t row = step.row_offset + b;
         // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
-        const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
-                                                    : cx_p + b * H;
-        backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_p + b * dh.stride(0),
-                       dc_p + b * H, dgates_p + row * 4 * H, H, j0, std::min(H, j0 + kHiddenChunk));
+        const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H : cx_p + b * H;
+        backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_p + b * dh.stride(0), dc_p + b * H,
+                       dgates_p + row * 4 * H, H, j0, std::min(H, j0 + kHiddenChunk));
       }
     });
   });
@@ -706,8 +692,8 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
   // on AMX (H a multiple of the 64-column panel) the carry then multiplies those in bf16 by W_hh
   // packed once per call, as oneDNN's bf16 LSTM does, instead of fp32 dgates by fp32 W_hh.
   const bool rounded_out = a.dgates_rounded.defined();  // so acc_type is float
-  const bool amx_carry = rounded_out && H % cpu::BlockedOperandBf16::kPanel == 0 &&
-                         cpu::BlockedOperandBf16::available();
+  const bool amx_carry =
+      rounded_out && H % cpu::BlockedOperandBf16::kPanel == 0 && cpu::BlockedOperandBf16::available();
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_backward_recurrence_cpu", [&] {
     const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
     const auto backward_cells_bf16_out = cpu::gate_kernels().backward_bf16_out;
@@ -756,8 +742,7 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
             for (int64_t j = j0; j < j0 + units; ++j) dh_row[j] += grad_output_p[row * H + j];
           }
           // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
-          const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H
-                                                      : cx_p + b * H;
+          const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H : cx_p + b * H;
           if (rounded_out) {  // float layers only: scalar_t is float here
             backward_cells_bf16_out(
                 reinterpret_cast<const float*>(gates_p + row * 4 * H),
@@ -771,26 +756,27 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
         }
       }
     };
-    run_recurrence(num_steps, num_blocks, block_grain(B, 4 * H, block), /*one_team_allowed=*/true,
-                   [](int64_t) { return false; }, [](int64_t) {}, blocks, [](int64_t) {}, [&] {
-                     if (amx_carry) cpu::BlockedOperandBf16::release_thread_state();
-                   });
+    run_recurrence(
+        num_steps, num_blocks, block_grain(B, 4 * H, block), /*one_team_allowed=*/true, [](int64_t) { return false; },
+        [](int64_t) {}, blocks, [](int64_t) {},
+        [&] {
+          if (amx_carry) cpu::BlockedOperandBf16::release_thread_state();
+        });
   });
   return true;
 }
 
-BackwardResult lstm_layer_backward_cpu(
-    const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
-    const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
-    const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
-    const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
-    const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
-  return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
-                                  weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
-                                  gates, cells, output_mask,
-                                  {&backward_pointwise_cpu, &backward_recurrence_cpu,
-                                   input.scalar_type() == at::kBFloat16 && use_bf16_gemms(),
-                                   &cpu::scratch_empty, &cpu::linear});
+BackwardResult lstm_layer_backward_cpu(const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
+                                       const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
+                                       const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
+                                       const c10::optional<Tensor>& weight_hr, const c10::optional<Tensor>& batch_sizes,
+                                       bool reverse, bool has_bias, const Tensor& output, const Tensor& gates,
+                                       const Tensor& cells, std::array<bool, 2> output_mask) {
+  return lstm_layer_backward_impl(
+      grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr, batch_sizes, reverse, has_bias,
+      output, gates, cells, output_mask,
+      {&backward_pointwise_cpu, &backward_recurrence_cpu, input.scalar_type() == at::kBFloat16 && use_bf16_gemms(),
+       &cpu::scratch_empty, &cpu::linear});
 }
 
 }  // namespace

@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
 #include <c10/util/Exception.h>
-
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -23,11 +22,10 @@ namespace {
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 using mkl_int = int;
 using PackGetSizeFn = size_t (*)(int identifier, mkl_int m, mkl_int n, mkl_int k);
-using PackFn = void (*)(int layout, int identifier, int trans, mkl_int m, mkl_int n, mkl_int k,
-                        float alpha, const float* src, mkl_int ld, float* dest);
-using ComputeFn = void (*)(int layout, mkl_int transa, mkl_int transb, mkl_int m, mkl_int n,
-                           mkl_int k, const float* a, mkl_int lda, const float* b, mkl_int ldb,
-                           float beta, float* c, mkl_int ldc);
+using PackFn = void (*)(int layout, int identifier, int trans, mkl_int m, mkl_int n, mkl_int k, float alpha,
+                        const float* src, mkl_int ld, float* dest);
+using ComputeFn = void (*)(int layout, mkl_int transa, mkl_int transb, mkl_int m, mkl_int n, mkl_int k, const float* a,
+                           mkl_int lda, const float* b, mkl_int ldb, float beta, float* c, mkl_int ldc);
 using SetNumThreadsLocalFn = int (*)(int threads);
 
 struct MklPackedSgemm {
@@ -52,8 +50,7 @@ const MklPackedSgemm& mkl_packed_sgemm() {
     found.pack = reinterpret_cast<PackFn>(dlsym(lib, "cblas_sgemm_pack"));
     found.compute = reinterpret_cast<ComputeFn>(dlsym(lib, "cblas_sgemm_compute"));
     // The C entry point (int by value); the lower-case names are the Fortran ones (int*).
-    found.set_num_threads_local =
-        reinterpret_cast<SetNumThreadsLocalFn>(dlsym(lib, "MKL_Set_Num_Threads_Local"));
+    found.set_num_threads_local = reinterpret_cast<SetNumThreadsLocalFn>(dlsym(lib, "MKL_Set_Num_Threads_Local"));
     return found;  // the handle stays open: libtorch_cpu outlives this extension anyway
   }();
   return api;
@@ -91,14 +88,12 @@ std::string recurrent_gemm_kernels() {
                          ? "MKL packed SGEMM or " + small + " from " + std::to_string(kMklPackedMinRows) +
                                " rows, whichever is measured faster per shape (cpu_kernel_choices()), else " + small
                          : small;
-  return "fp32: " + fp32 + "; bf16: " +
-         (BlockedOperandBf16::available() ? "oneDNN AMX brgemm" : "at::mm per step");
+  return "fp32: " + fp32 + "; bf16: " + (BlockedOperandBf16::available() ? "oneDNN AMX brgemm" : "at::mm per step");
 }
 
 template <typename scalar_t>
 bool BlockedOperand<scalar_t>::mkl_packed_possible(int64_t max_rows, int64_t k) {
-  return std::is_same_v<scalar_t, float> && mkl_packed_sgemm().available() &&
-         max_rows >= kMklPackedMinRows && k > 0;
+  return std::is_same_v<scalar_t, float> && mkl_packed_sgemm().available() && max_rows >= kMklPackedMinRows && k > 0;
 }
 
 template <typename scalar_t>
@@ -108,17 +103,15 @@ bool BlockedOperand<scalar_t>::packs_with_mkl(int64_t max_rows, int64_t k, int64
 }
 
 template <typename scalar_t>
-BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin,
-                                         int64_t max_rows, std::optional<RecurrentKernel> kernel)
+BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows,
+                                         std::optional<RecurrentKernel> kernel)
     : b_(b), k_(b.size(0)), column_begin_(std::move(column_begin)) {
   const bool transposed = b.dim() == 2 && b.stride(1) != 1;  // unit stride along k
   ld_ = transposed ? b.stride(1) : b.stride(0);
-  TORCH_INTERNAL_ASSERT(b.dim() == 2 && (b.stride(1) == 1 || b.stride(0) == 1) &&
-                        column_begin_.size() >= 2 &&
+  TORCH_INTERNAL_ASSERT(b.dim() == 2 && (b.stride(1) == 1 || b.stride(0) == 1) && column_begin_.size() >= 2 &&
                         b.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value);
-  const bool pack = kernel.has_value()
-                        ? *kernel == RecurrentKernel::kMklPacked && mkl_packed_possible(max_rows, k_)
-                        : packs_with_mkl(max_rows, k_, column_begin_[1] - column_begin_[0]);
+  const bool pack = kernel.has_value() ? *kernel == RecurrentKernel::kMklPacked && mkl_packed_possible(max_rows, k_)
+                                       : packs_with_mkl(max_rows, k_, column_begin_[1] - column_begin_[0]);
   TORCH_INTERNAL_ASSERT(!transposed || pack, "a transposed operand needs MKL's packed path");
   if constexpr (std::is_same_v<scalar_t, float>) {
     const auto& mkl = mkl_packed_sgemm();
@@ -130,8 +123,9 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
     for (int64_t u = 0; u < num_blocks(); ++u) {
       offsets.push_back(bytes);
       const int64_t n = column_begin_[u + 1] - column_begin_[u];
-      bytes += (static_cast<int64_t>(mkl.get_size(kBMatrix, as_mkl_int(max_rows), as_mkl_int(n),
-                                                  as_mkl_int(k_))) + kAlign - 1) / kAlign * kAlign;
+      bytes += (static_cast<int64_t>(mkl.get_size(kBMatrix, as_mkl_int(max_rows), as_mkl_int(n), as_mkl_int(k_))) +
+                kAlign - 1) /
+               kAlign * kAlign;
     }
     // MKL sizes each packed buffer far above the operand (at least ~7.5 MiB, whatever the block)
     // and writes most of it: fresh pages each call cost ~1.5 ms a block in page faults (T=50 B=16
@@ -145,16 +139,16 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
       // Row-major B: column c at element c; transposed (B's columns are rows of length k): at
       // element c * ld.
       const float* source = b.const_data_ptr<float>() + column_begin_[u] * (transposed ? ld_ : 1);
-      mkl.pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, as_mkl_int(max_rows),
-               as_mkl_int(n), as_mkl_int(k_), 1.0f, source, as_mkl_int(ld_), dest);
+      mkl.pack(kRowMajor, kBMatrix, transposed ? kTrans : kNoTrans, as_mkl_int(max_rows), as_mkl_int(n), as_mkl_int(k_),
+               1.0f, source, as_mkl_int(ld_), dest);
       packed_.push_back(dest);
     }
   }
 }
 
 template <typename scalar_t>
-void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda,
-                                        scalar_t* c, int64_t ldc) const {
+void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda, scalar_t* c,
+                                        int64_t ldc) const {
   const int64_t n = column_begin_[block + 1] - column_begin_[block];
   if (m == 0 || n == 0) return;
   if (k_ == 0) {
@@ -168,10 +162,9 @@ void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t
       // thread team of its own for this product; keep it on this thread.
       std::optional<SingleThreadedMkl> single_threaded;
       if (!at::in_parallel_region()) single_threaded.emplace();
-      mkl_packed_sgemm().compute(kRowMajor, kNoTrans, kPacked, as_mkl_int(m), as_mkl_int(n),
-                                 as_mkl_int(k_), a, as_mkl_int(lda),
-                                 static_cast<const float*>(packed_[block]), as_mkl_int(n), 0.0f,
-                                 c, as_mkl_int(ldc));
+      mkl_packed_sgemm().compute(kRowMajor, kNoTrans, kPacked, as_mkl_int(m), as_mkl_int(n), as_mkl_int(k_), a,
+                                 as_mkl_int(lda), static_cast<const float*>(packed_[block]), as_mkl_int(n), 0.0f, c,
+                                 as_mkl_int(ldc));
       return;
     }
 #ifdef CPUBLAS_BRGEMM_F32F32F32
@@ -208,23 +201,23 @@ BlockedOperandBf16::BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t>
   packed_ = scratch_empty({k_ * n_total}, at::kBFloat16);
   // oneDNN packs (and multiplies) B in panels of kPanel columns.
   for (int64_t column = 0; column < n_total; column += kPanel) {
-    at::native::cpublas::pack(k_, kPanel, /*ld_in=*/n_total, /*ld_out=*/kPanel, at::kBFloat16,
-                              at::kBFloat16, b16.const_data_ptr<c10::BFloat16>() + column,
+    at::native::cpublas::pack(k_, kPanel, /*ld_in=*/n_total, /*ld_out=*/kPanel, at::kBFloat16, at::kBFloat16,
+                              b16.const_data_ptr<c10::BFloat16>() + column,
                               packed_.data_ptr<c10::BFloat16>() + k_ * column);
   }
 #endif
 }
 
-void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda,
-                                  float* c, int64_t ldc) const {
+void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda, float* c,
+                                  int64_t ldc) const {
   const int64_t n = column_begin_[block + 1] - column_begin_[block];
   if (m == 0 || n == 0) return;
 #if defined(CPUBLAS_BRGEMM_BF16BF16F32)
   for (int64_t panel = 0; panel < n; panel += kPanel) {
-    at::native::cpublas::brgemm(
-        m, kPanel, k_, lda, /*ld_b=*/kPanel, ldc, /*add_C=*/false, a,
-        packed_.const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel), c + panel,
-        /*is_vnni=*/true);
+    at::native::cpublas::brgemm(m, kPanel, k_, lda, /*ld_b=*/kPanel, ldc, /*add_C=*/false, a,
+                                packed_.const_data_ptr<c10::BFloat16>() + k_ * (column_begin_[block] + panel),
+                                c + panel,
+                                /*is_vnni=*/true);
   }
 #endif
 }

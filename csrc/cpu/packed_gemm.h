@@ -56,8 +56,7 @@ class BlockedOperand {
 
   // c[m, n_u] (row stride ldc) = a[m, k] (row stride lda) · B_u. Uses the calling thread only
   // when called inside a parallel region.
-  void multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda, scalar_t* c,
-                int64_t ldc) const;
+  void multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc) const;
 
   int64_t num_blocks() const { return static_cast<int64_t>(column_begin_.size()) - 1; }
 
@@ -65,7 +64,7 @@ class BlockedOperand {
   at::Tensor b_;
   int64_t k_, ld_;
   std::vector<int64_t> column_begin_;
-  at::Tensor packed_storage_;         // mkl-packed: all blocks' buffers, bytes (scratch memory)
+  at::Tensor packed_storage_;        // mkl-packed: all blocks' buffers, bytes (scratch memory)
   std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
 };
 
@@ -85,8 +84,7 @@ class BlockedOperandBf16 {
   BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin);
 
   // c[m, n_u] (fp32, row stride ldc) = a[m, k] (bf16, row stride lda) · B_u.
-  void multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda, float* c,
-                int64_t ldc) const;
+  void multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda, float* c, int64_t ldc) const;
 
   // To call at the end of each task that multiplied: releases the thread's AMX state.
   static void release_thread_state();

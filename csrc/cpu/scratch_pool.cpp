@@ -19,8 +19,10 @@ int64_t max_idle_bytes() {
     if (const char* env = std::getenv("FUSED_LSTM_CPU_SCRATCH_MIB")) {
       char* end = nullptr;
       mib = std::strtoll(env, &end, 10);
-      TORCH_CHECK_VALUE(end != env && *end == '\0' && mib >= 0, "fused_lstm: FUSED_LSTM_CPU_SCRATCH_MIB "
-                        "must be a non-negative integer (MiB), got '", env, "'");
+      TORCH_CHECK_VALUE(end != env && *end == '\0' && mib >= 0,
+                        "fused_lstm: FUSED_LSTM_CPU_SCRATCH_MIB "
+                        "must be a non-negative integer (MiB), got '",
+                        env, "'");
     }
     return mib << 20;
   }();
@@ -41,8 +43,7 @@ class ScratchPool {
       // small request would otherwise hold a large block that the next large request misses).
       auto best = idle_.end();
       for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-        if (it->bytes >= bytes && it->bytes <= 2 * bytes &&
-            (best == idle_.end() || it->bytes < best->bytes)) {
+        if (it->bytes >= bytes && it->bytes <= 2 * bytes && (best == idle_.end() || it->bytes < best->bytes)) {
           best = it;
         }
       }
@@ -64,9 +65,8 @@ class ScratchPool {
       // Over the cap: evict smaller idle blocks for a larger one (the larger is the one the
       // workload keeps asking for), else free this one.
       while (idle_bytes_ + block.bytes > max_idle_bytes() && !idle_.empty()) {
-        auto smallest = std::min_element(idle_.begin(), idle_.end(), [](const Block& a, const Block& b) {
-          return a.bytes < b.bytes;
-        });
+        auto smallest = std::min_element(idle_.begin(), idle_.end(),
+                                         [](const Block& a, const Block& b) { return a.bytes < b.bytes; });
         if (smallest->bytes >= block.bytes) break;
         idle_bytes_ -= smallest->bytes;
         to_free.push_back(*smallest);
@@ -101,8 +101,9 @@ at::Tensor scratch_empty(at::IntArrayRef sizes, at::ScalarType dtype) {
   for (int64_t size : sizes) numel *= size;
   const int64_t bytes = std::max<int64_t>(1, numel * static_cast<int64_t>(c10::elementSize(dtype)));
   const Block block = scratch_pool().acquire(bytes);
-  return at::from_blob(block.data, sizes, [block](void*) { scratch_pool().release(block); },
-                       at::TensorOptions().dtype(dtype).device(at::kCPU));
+  return at::from_blob(
+      block.data, sizes, [block](void*) { scratch_pool().release(block); },
+      at::TensorOptions().dtype(dtype).device(at::kCPU));
 }
 
 }  // namespace cpu

@@ -31,13 +31,12 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
-#include <torch/library.h>
-
+#include <c10/cuda/CUDAGuard.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <torch/library.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -50,9 +49,18 @@ namespace fused_lstm {
 namespace {
 
 // at:: storage types -> CUDA's (same bits).
-template <typename T> struct CudaType { using type = T; };
-template <> struct CudaType<at::Half> { using type = __half; };
-template <> struct CudaType<at::BFloat16> { using type = __nv_bfloat16; };
+template <typename T>
+struct CudaType {
+  using type = T;
+};
+template <>
+struct CudaType<at::Half> {
+  using type = __half;
+};
+template <>
+struct CudaType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
 
 template <typename T>
 typename CudaType<T>::type* cuda_ptr(const Tensor& t) {
@@ -104,18 +112,14 @@ kernels::DeviceLimits device_limits() {
   return {props->multiProcessorCount, props->sharedMemPerBlockOptin, forced};
 }
 
-ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx,
-                                      const Tensor& weight_ih, const Tensor& weight_hh,
-                                      const c10::optional<Tensor>& bias_ih,
-                                      const c10::optional<Tensor>& bias_hh,
-                                      const c10::optional<Tensor>& weight_hr,
-                                      const c10::optional<Tensor>& batch_sizes, bool reverse,
-                                      bool save_workspace) {
+ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih,
+                                      const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
+                                      const c10::optional<Tensor>& bias_hh, const c10::optional<Tensor>& weight_hr,
+                                      const c10::optional<Tensor>& batch_sizes, bool reverse, bool save_workspace) {
   // Below autograd: the op is differentiated by its backward op, never through its internals.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx,
-                                             weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-                                             batch_sizes);
+  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx, weight_ih, weight_hh,
+                                             bias_ih, bias_hh, weight_hr, batch_sizes);
   const c10::cuda::CUDAGuard device_guard(input.device());
   check_not_capturing("fused_lstm.lstm_layer_forward");
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
@@ -160,23 +164,22 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
     p.cells_ws = save_workspace ? cells.data_ptr<acc_t>() : nullptr;
     p.h_unprojected = s.has_proj ? cuda_ptr<scalar_t>(h_unprojected) : nullptr;
     // 16-byte loads need every row of h (output, hx) and W_hh to start 16-byte aligned.
-    const bool vector_loads = (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) &&
-                              aligned_16(p.hx) && aligned_16(p.output);
+    const bool vector_loads =
+        (P * sizeof(scalar_t)) % 16 == 0 && aligned_16(p.weight_hh) && aligned_16(p.hx) && aligned_16(p.output);
     if (!s.has_proj && kernels_used.algorithm != cuda::Algorithm::kStep) {
       const Tensor device_schedule = schedule_on_device(schedule, input.device());
       const cudaError_t err = kernels::launch_forward_persistent<cuda_t, acc_t>(
           p, reinterpret_cast<const StepRows*>(device_schedule.data_ptr<int64_t>()),
-          static_cast<int64_t>(schedule.size()), B, kernels_used.tensor_cores, kernels_used.mma_k_split,
-          vector_loads, kernels_used.split_tf32, limits, stream);
+          static_cast<int64_t>(schedule.size()), B, kernels_used.tensor_cores, kernels_used.mma_k_split, vector_loads,
+          kernels_used.split_tf32, limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
         return;  // the whole sequence ran in one launch
       }
     }
     kernels::ForwardStepLaunch launch{};
-    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(P, B, kernels_used.tensor_cores,
-                                                                 kernels_used.mma_k_split, vector_loads, limits,
-                                                                 &launch)));
+    C10_CUDA_CHECK((kernels::prepare_forward_step<cuda_t, acc_t>(
+        P, B, kernels_used.tensor_cores, kernels_used.mma_k_split, vector_loads, limits, &launch)));
     for (const auto& step : schedule) {
       p.step = step;
       C10_CUDA_CHECK(kernels::launch_forward_step(p, launch, kernels_used.split_tf32, stream));
@@ -191,15 +194,19 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
   return {output.view(per_token_shape(s, P)), hy, c_state.to(dtype), gates, cells};
 }
 
-void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, const Tensor& gates,
-                             const Tensor& cells, const Tensor& cx, const Tensor& dh,
-                             const Tensor& dc_carry, const Tensor& dgates) {
+void backward_pointwise_cuda(const kernels::StepRows& step, int64_t hidden, const Tensor& gates, const Tensor& cells,
+                             const Tensor& cx, const Tensor& dh, const Tensor& dc_carry, const Tensor& dgates) {
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_pointwise_cuda", [&] {
-    const kernels::BackwardPointwiseParams<scalar_t> p{
-        step, hidden, gates.data_ptr<scalar_t>(), cells.data_ptr<scalar_t>(),
-        cx.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dh.stride(0),
-        dc_carry.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>()};
+    const kernels::BackwardPointwiseParams<scalar_t> p{step,
+                                                       hidden,
+                                                       gates.data_ptr<scalar_t>(),
+                                                       cells.data_ptr<scalar_t>(),
+                                                       cx.data_ptr<scalar_t>(),
+                                                       dh.data_ptr<scalar_t>(),
+                                                       dh.stride(0),
+                                                       dc_carry.data_ptr<scalar_t>(),
+                                                       dgates.data_ptr<scalar_t>()};
     C10_CUDA_CHECK(kernels::launch_backward_pointwise<scalar_t>(p, stream));
   });
 }
@@ -240,8 +247,8 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
     p.cell.dgates = a.dgates.data_ptr<acc_t>();
     const kernels::DeviceLimits limits = device_limits();
     if (algorithm != cuda::Algorithm::kStep && tensor_cores) {
-      const cudaError_t err = kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, kernels_used.split_tf32,
-                                                                                        limits, stream);
+      const cudaError_t err =
+          kernels::launch_backward_persistent_mma<cuda_t, acc_t>(p, a.batch, kernels_used.split_tf32, limits, stream);
       if (err != cudaErrorCooperativeLaunchTooLarge) {
         C10_CUDA_CHECK(err);
         ran = true;
@@ -256,17 +263,17 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
   return ran;
 }
 
-BackwardResult lstm_layer_backward_cuda(
-    const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
-    const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx, const Tensor& cx,
-    const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& weight_hr,
-    const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias, const Tensor& output,
-    const Tensor& gates, const Tensor& cells, std::array<bool, 2> output_mask) {
+BackwardResult lstm_layer_backward_cuda(const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
+                                        const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
+                                        const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
+                                        const c10::optional<Tensor>& weight_hr,
+                                        const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias,
+                                        const Tensor& output, const Tensor& gates, const Tensor& cells,
+                                        std::array<bool, 2> output_mask) {
   const c10::cuda::CUDAGuard device_guard(input.device());
   check_not_capturing("fused_lstm.lstm_layer_backward");
-  return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih,
-                                  weight_hh, weight_hr, batch_sizes, reverse, has_bias, output,
-                                  gates, cells, output_mask,
+  return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr,
+                                  batch_sizes, reverse, has_bias, output, gates, cells, output_mask,
                                   {&backward_pointwise_cuda, &backward_recurrence_cuda});
 }
 

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <cooperative_groups.h>
-
 #include <mma.h>
 
 #include <cstddef>
@@ -24,8 +23,7 @@ namespace kernels {
 constexpr int kPointwiseThreads = 256;
 
 template <typename acc_t>
-__global__ void __launch_bounds__(kPointwiseThreads)
-    lstm_backward_pointwise(const BackwardPointwiseParams<acc_t> p) {
+__global__ void __launch_bounds__(kPointwiseThreads) lstm_backward_pointwise(const BackwardPointwiseParams<acc_t> p) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * kPointwiseThreads + threadIdx.x;
   if (idx < p.step.rows * p.hidden) backward_pointwise_element(p, idx / p.hidden, idx % p.hidden);
 }
@@ -43,15 +41,14 @@ inline size_t backward_smem_bytes(int k_chunk) {
 
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void backward_step_tile(const BackwardSequenceParams<scalar_t, acc_t>& p,
-                                                   const StepRows& step, const StepRows& next,
-                                                   unsigned hidden_tile, unsigned batch_tile,
-                                                   int k_chunk) {
+                                                   const StepRows& step, const StepRows& next, unsigned hidden_tile,
+                                                   unsigned batch_tile, int k_chunk) {
   using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int d_pitch = k_chunk + 1;
   constexpr int w_pitch = kBackwardTile + 1;
-  acc_t* dgates_tile = reinterpret_cast<acc_t*>(smem_raw);   // [16][d_pitch]
-  acc_t* w_tile = dgates_tile + kBackwardTile * d_pitch;       // [k_chunk][w_pitch]
+  acc_t* dgates_tile = reinterpret_cast<acc_t*>(smem_raw);  // [16][d_pitch]
+  acc_t* w_tile = dgates_tile + kBackwardTile * d_pitch;    // [k_chunk][w_pitch]
   const int tid = threadIdx.x;
   const int tx = tid % kBackwardTile, ty = tid / kBackwardTile;
   const int64_t j0 = static_cast<int64_t>(hidden_tile) * kBackwardTile;
@@ -163,11 +160,10 @@ inline size_t mma_backward_smem_bytes(int64_t k_round, int k_chunk) {
 
 template <typename scalar_t>
 __device__ __forceinline__ void backward_step_mma_tile(const BackwardSequenceParams<scalar_t, float>& p,
-                                                       const StepRows& step, const StepRows& next,
-                                                       unsigned hidden_tile, unsigned batch_tile,
-                                                       int k_chunk, const scalar_t* w_slice,
-                                                       int64_t k_round, scalar_t* d_hi, scalar_t* d_lo,
-                                                       float* partial, bool split_tf32) {
+                                                       const StepRows& step, const StepRows& next, unsigned hidden_tile,
+                                                       unsigned batch_tile, int k_chunk, const scalar_t* w_slice,
+                                                       int64_t k_round, scalar_t* d_hi, scalar_t* d_lo, float* partial,
+                                                       bool split_tf32) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   using S = DeviceScalar<scalar_t>;
@@ -235,8 +231,7 @@ __device__ __forceinline__ void backward_step_mma_tile(const BackwardSequencePar
   }
   float* mine = partial + warp * 2 * kMmaTile * kMmaBackwardRedPitch;
   wmma::store_matrix_sync(mine, acc_hi, kMmaBackwardRedPitch, wmma::mem_row_major);
-  wmma::store_matrix_sync(mine + kMmaTile * kMmaBackwardRedPitch, acc_lo, kMmaBackwardRedPitch,
-                          wmma::mem_row_major);
+  wmma::store_matrix_sync(mine + kMmaTile * kMmaBackwardRedPitch, acc_lo, kMmaBackwardRedPitch, wmma::mem_row_major);
   __syncthreads();
   // One cell per thread (16 x 16 cells, 256 threads).
   const int r = tid / kMmaTile, jj = tid % kMmaTile;
@@ -276,9 +271,9 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
   const int64_t H = p.cell.hidden, K = kNumGates * H;
   const int64_t k_round = round_up(K, kMmaBackwardGranule);
   const int ld_w = static_cast<int>(k_round) + kMmaPad;
-  scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);   // [16][ld_w]: column j0 + n
-  scalar_t* d_hi = w_slice + kMmaTile * ld_w;                   // [16][k_chunk + 8]
-  scalar_t* d_lo = d_hi + kMmaTile * (k_chunk + kMmaPad);        // [16][k_chunk + 8]
+  scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);  // [16][ld_w]: column j0 + n
+  scalar_t* d_hi = w_slice + kMmaTile * ld_w;                 // [16][k_chunk + 8]
+  scalar_t* d_lo = d_hi + kMmaTile * (k_chunk + kMmaPad);     // [16][k_chunk + 8]
   float* partial = reinterpret_cast<float*>(d_lo + kMmaTile * (k_chunk + kMmaPad));
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kMmaTile;
 
@@ -292,8 +287,8 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
     const StepRows step = p.schedule[k];
     if (static_cast<int64_t>(blockIdx.y) * kMmaTile < step.rows) {
-      backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y,
-                             k_chunk, w_slice, k_round, d_hi, d_lo, partial, /*split_tf32=*/false);
+      backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y, k_chunk, w_slice,
+                             k_round, d_hi, d_lo, partial, /*split_tf32=*/false);
     }
     grid.sync();
   }
@@ -303,8 +298,7 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
 // define it.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
-    lstm_backward_persistent_mma_tf32(const BackwardSequenceParams<scalar_t, float> p, int k_chunk,
-                                      bool split_tf32) {
+    lstm_backward_persistent_mma_tf32(const BackwardSequenceParams<scalar_t, float> p, int k_chunk, bool split_tf32) {
   static_assert(std::is_same_v<scalar_t, float>, "float only: half types take lstm_backward_persistent_mma");
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
@@ -312,9 +306,9 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
   const int64_t H = p.cell.hidden, K = kNumGates * H;
   const int64_t k_round = round_up(K, kMmaBackwardGranule);
   const int ld_w = static_cast<int>(k_round) + kMmaPad;
-  scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);   // [16][ld_w]: column j0 + n
-  scalar_t* d_hi = w_slice + kMmaTile * ld_w;                   // [16][k_chunk + 8]
-  float* partial = d_hi + kMmaTile * (k_chunk + kMmaPad);       // one staged copy: fp32 dgates
+  scalar_t* w_slice = reinterpret_cast<scalar_t*>(smem_raw);  // [16][ld_w]: column j0 + n
+  scalar_t* d_hi = w_slice + kMmaTile * ld_w;                 // [16][k_chunk + 8]
+  float* partial = d_hi + kMmaTile * (k_chunk + kMmaPad);     // one staged copy: fp32 dgates
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kMmaTile;
 
   // The W_hh slice, once: 16 consecutive threads read one row's 16 columns (32 bytes).
@@ -327,9 +321,8 @@ __global__ void __launch_bounds__(kMmaBackwardThreads, 1)
   for (int64_t k = p.num_steps - 1; k >= 0; --k) {
     const StepRows step = p.schedule[k];
     if (static_cast<int64_t>(blockIdx.y) * kMmaTile < step.rows) {
-      backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y,
-                             k_chunk, w_slice, k_round, d_hi, /*d_lo=*/static_cast<scalar_t*>(nullptr), partial,
-                             split_tf32);
+      backward_step_mma_tile(p, step, step_after(p.schedule, k, p.num_steps), blockIdx.x, blockIdx.y, k_chunk, w_slice,
+                             k_round, d_hi, /*d_lo=*/static_cast<scalar_t*>(nullptr), partial, split_tf32);
     }
     grid.sync();
   }

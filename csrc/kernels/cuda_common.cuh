@@ -76,9 +76,9 @@ constexpr int kSimtThreads = kSimtBatchTile * kSimtHiddenTile;
 constexpr int kSimtGateCols = kNumGates * kSimtHiddenTile;
 
 // The tensor-core forward tile's (the tensor-core backward tile uses kMmaTile and kMmaPad too):
-constexpr int kMmaTile = 16;       // wmma m = n = k = 16
-constexpr int kMmaGranule = 64;    // k_chunk is a multiple of this
-constexpr int kMmaPad = 8;         // 16 bytes of padding per shared-memory row (bank spread)
+constexpr int kMmaTile = 16;                 // wmma m = n = k = 16
+constexpr int kMmaGranule = 64;              // k_chunk is a multiple of this
+constexpr int kMmaPad = 8;                   // 16 bytes of padding per shared-memory row (bank spread)
 constexpr int kMmaThreads = 32 * kNumGates;  // one warp per gate
 constexpr int kMmaGateCols = kNumGates * kMmaTile;
 constexpr int kMmaRecPitch = kMmaGateCols + 4;
@@ -106,8 +106,7 @@ struct MmaOperand<float> {
 
 // acc (+ acc_small for 3xTF32) += a · b for one K tile; a and b may be modified.
 template <typename scalar_t, typename FragA, typename FragB, typename FragC>
-__device__ __forceinline__ void mma_tile_product(FragC& acc, FragC& acc_small, FragA& a, FragB& b,
-                                                 bool split_tf32) {
+__device__ __forceinline__ void mma_tile_product(FragC& acc, FragC& acc_small, FragA& a, FragB& b, bool split_tf32) {
   namespace wmma = nvcuda::wmma;
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (split_tf32) {

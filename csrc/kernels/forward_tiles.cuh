@@ -23,7 +23,6 @@
 #pragma once
 
 #include <cooperative_groups.h>
-
 #include <mma.h>
 
 #include <cstddef>
@@ -38,8 +37,7 @@ namespace kernels {
 
 // Cell update of (b, j) given the four recurrent products rec[g] = (h_prev · W_hhᵀ)[g*H + j].
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void forward_step_epilogue(const ForwardStepParams<scalar_t, acc_t>& p,
-                                                      int64_t b, int64_t j,
+__device__ __forceinline__ void forward_step_epilogue(const ForwardStepParams<scalar_t, acc_t>& p, int64_t b, int64_t j,
                                                       const acc_t (&rec)[kNumGates]) {
   using S = DeviceScalar<scalar_t>;
   const int64_t H = p.hidden;
@@ -102,10 +100,9 @@ __device__ __forceinline__ CellOperands<acc_t> load_cell_operands(const ForwardS
 
 // forward_step_epilogue with the cell's operands already loaded (the 8-warp tensor-core tile).
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void forward_step_epilogue_prefetched(const ForwardStepParams<scalar_t, acc_t>& p,
-                                                      int64_t b, int64_t j,
-                                                      const acc_t (&rec)[kNumGates],
-                                                      const CellOperands<acc_t>& o) {
+__device__ __forceinline__ void forward_step_epilogue_prefetched(const ForwardStepParams<scalar_t, acc_t>& p, int64_t b,
+                                                                 int64_t j, const acc_t (&rec)[kNumGates],
+                                                                 const CellOperands<acc_t>& o) {
   using S = DeviceScalar<scalar_t>;
   const int64_t H = p.hidden;
   const int64_t row = p.step.row_offset + b;
@@ -147,14 +144,14 @@ inline size_t simt_forward_smem_bytes(int k_chunk) {
 // shared memory (persistent kernel, W resident: then k_chunk >= P).
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<scalar_t, acc_t>& p,
-                                                       unsigned hidden_tile, unsigned batch_tile,
-                                                       int k_chunk, bool load_w) {
+                                                       unsigned hidden_tile, unsigned batch_tile, int k_chunk,
+                                                       bool load_w) {
   using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const int h_pitch = k_chunk + 1;
-  constexpr int w_pitch = kSimtGateCols + 1;  // k-major, so a row of 16 threads reads 16 words
-  acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);       // [kSimtBatchTile][h_pitch]
-  acc_t* w_tile = h_tile + kSimtBatchTile * h_pitch;          // [k_chunk][w_pitch]
+  constexpr int w_pitch = kSimtGateCols + 1;           // k-major, so a row of 16 threads reads 16 words
+  acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);  // [kSimtBatchTile][h_pitch]
+  acc_t* w_tile = h_tile + kSimtBatchTile * h_pitch;   // [k_chunk][w_pitch]
 
   const int tid = threadIdx.x;
   const int tx = tid % kSimtHiddenTile;
@@ -175,8 +172,7 @@ __device__ __forceinline__ void forward_step_simt_tile(const ForwardStepParams<s
         const int n = e / k_chunk, kk = e % k_chunk;
         const int gate = n / kSimtHiddenTile;
         const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
-        w_tile[kk * w_pitch + n] =
-            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+        w_tile[kk * w_pitch + n] = (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
       }
     }
     __syncthreads();
@@ -211,7 +207,7 @@ __global__ void __launch_bounds__(kSimtThreads)
 // W is stored k-major with a pitch of 80: the two k rows a warp reads (ty = 2w, 2w+1) then sit
 // 16 banks apart, so the 32 lanes hit 32 different banks.
 constexpr int kSmallBatchTile = 4;
-constexpr int kSmallBatchMax = 8;   // batches up to this size use this tile (when SIMT)
+constexpr int kSmallBatchMax = 8;                        // batches up to this size use this tile (when SIMT)
 constexpr int kSplitK = kSimtThreads / kSimtHiddenTile;  // 16 k-slices
 constexpr int kSplitKWPitch = kSimtGateCols + 16;
 constexpr int kSplitKGranule = kSplitK * 2;
@@ -219,18 +215,19 @@ constexpr int kSplitKGranule = kSplitK * 2;
 template <typename acc_t>
 inline size_t splitk_forward_smem_bytes(int k_chunk) {
   return (size_t(kSmallBatchTile) * k_chunk + size_t(k_chunk) * kSplitKWPitch +
-          size_t(kSplitK) * kSmallBatchTile * kSimtGateCols) * sizeof(acc_t);
+          size_t(kSplitK) * kSmallBatchTile * kSimtGateCols) *
+         sizeof(acc_t);
 }
 
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams<scalar_t, acc_t>& p,
-                                                         unsigned hidden_tile, unsigned batch_tile,
-                                                         int k_chunk, bool load_w) {
+                                                         unsigned hidden_tile, unsigned batch_tile, int k_chunk,
+                                                         bool load_w) {
   using S = DeviceScalar<scalar_t>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);        // [kSmallBatchTile][k_chunk]
-  acc_t* w_tile = h_tile + kSmallBatchTile * k_chunk;          // [k_chunk][kSplitKWPitch]
-  acc_t* partial = w_tile + k_chunk * kSplitKWPitch;           // [kSplitK][kSmallBatchTile][64]
+  acc_t* h_tile = reinterpret_cast<acc_t*>(smem_raw);  // [kSmallBatchTile][k_chunk]
+  acc_t* w_tile = h_tile + kSmallBatchTile * k_chunk;  // [k_chunk][kSplitKWPitch]
+  acc_t* partial = w_tile + k_chunk * kSplitKWPitch;   // [kSplitK][kSmallBatchTile][64]
 
   const int tid = threadIdx.x;
   const int tx = tid % kSimtHiddenTile;
@@ -251,8 +248,7 @@ __device__ __forceinline__ void forward_step_splitk_tile(const ForwardStepParams
         const int n = e / k_chunk, kk = e % k_chunk;
         const int gate = n / kSimtHiddenTile;
         const int64_t j = j0 + n % kSimtHiddenTile, k = k0 + kk;
-        w_tile[kk * kSplitKWPitch + n] =
-            (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
+        w_tile[kk * kSplitKWPitch + n] = (j < H && k < P) ? S::to_acc(p.weight_hh[(gate * H + j) * P + k]) : acc_t(0);
       }
     }
     __syncthreads();
@@ -324,8 +320,8 @@ template <typename scalar_t>
 constexpr int kMmaVec = 16 / static_cast<int>(sizeof(scalar_t));
 
 template <typename scalar_t, bool kVectorLoads>
-__device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t* src_row, int64_t k0,
-                                                  int64_t P, bool row_valid, int chunk) {
+__device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t* src_row, int64_t k0, int64_t P,
+                                                  bool row_valid, int chunk) {
   // Loads one 16-byte chunk of consecutive k values of one row, zero-filling past P or rows.
   constexpr int kVec = kMmaVec<scalar_t>;
   const int64_t k = k0 + static_cast<int64_t>(chunk) * kVec;
@@ -341,17 +337,16 @@ __device__ __forceinline__ void mma_load_tile_row(scalar_t* dst, const scalar_t*
 }
 
 template <typename scalar_t, bool kVectorLoads>
-__device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<scalar_t, float>& p,
-                                                      unsigned hidden_tile, unsigned batch_tile,
-                                                      int k_chunk, bool load_w) {
+__device__ __forceinline__ void forward_step_mma_tile(const ForwardStepParams<scalar_t, float>& p, unsigned hidden_tile,
+                                                      unsigned batch_tile, int k_chunk, bool load_w) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // Every sub-array starts on a 32-byte boundary, as wmma loads and stores require:
   // 16 * ld * 2 bytes and 64 * ld * 2 bytes are multiples of 32 because ld is a multiple of 8.
   const int ld = k_chunk + kMmaPad;
-  scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);            // [16][ld]
-  scalar_t* w_tile = h_tile + kMmaTile * ld;                             // [64][ld], row = gate*16 + j
+  scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);                // [16][ld]
+  scalar_t* w_tile = h_tile + kMmaTile * ld;                               // [64][ld], row = gate*16 + j
   float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [16][kMmaRecPitch]
   const int chunks_per_row = k_chunk / 8;
 
@@ -423,21 +418,21 @@ __global__ void __launch_bounds__(kMmaThreads)
 // per gate, each taking every other K tile, so the dependent mma chain per warp is half as long as
 // in the 4-warp tile; 256 threads finish one cell each, and load that cell's operands at the start
 // of the step so that their latency overlaps the inner product.
-constexpr int kMma8KSplit = 2;                           // warps per gate
+constexpr int kMma8KSplit = 2;                              // warps per gate
 constexpr int kMma8Threads = 32 * kNumGates * kMma8KSplit;  // 256: one cell per thread at the end
 
 template <typename scalar_t, bool kVectorLoads>
 __device__ __forceinline__ void forward_step_mma8_tile(const ForwardStepParams<scalar_t, float>& p,
-                                                       unsigned hidden_tile, unsigned batch_tile,
-                                                       int k_chunk, bool load_w, bool split_tf32) {
+                                                       unsigned hidden_tile, unsigned batch_tile, int k_chunk,
+                                                       bool load_w, bool split_tf32) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   // Every sub-array starts on a 32-byte boundary, as wmma loads and stores require:
   // 16 * ld and 64 * ld elements of 2 or 4 bytes are multiples of 32 bytes (ld is a multiple of 8).
   const int ld = k_chunk + kMmaPad;
-  scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);            // [16][ld]
-  scalar_t* w_tile = h_tile + kMmaTile * ld;                             // [64][ld], row = gate*16 + j
+  scalar_t* h_tile = reinterpret_cast<scalar_t*>(smem_raw);                // [16][ld]
+  scalar_t* w_tile = h_tile + kMmaTile * ld;                               // [64][ld], row = gate*16 + j
   float* rec_tile = reinterpret_cast<float*>(w_tile + kMmaGateCols * ld);  // [kMma8KSplit][16][kMmaRecPitch]
   const int chunks_per_row = k_chunk / kMmaVec<scalar_t>;
   using Precision = typename MmaOperand<scalar_t>::precision;
@@ -445,8 +440,8 @@ __device__ __forceinline__ void forward_step_mma8_tile(const ForwardStepParams<s
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;
-  const int gate = warp % kNumGates;   // the gate this warp computes ...
-  const int k_part = warp / kNumGates; // ... over K tiles k_part, k_part + kMma8KSplit, ...
+  const int gate = warp % kNumGates;    // the gate this warp computes ...
+  const int k_part = warp / kNumGates;  // ... over K tiles k_part, k_part + kMma8KSplit, ...
   const int64_t j0 = static_cast<int64_t>(hidden_tile) * kMmaTile;
   const int64_t b0 = static_cast<int64_t>(batch_tile) * kMmaTile;
   const int64_t H = p.hidden, P = p.proj, rows = p.step.rows;
@@ -530,9 +525,8 @@ __global__ void __launch_bounds__(kMma8Threads)
 // copy of the step loop below rather than a shared helper.)
 template <typename scalar_t, typename acc_t, int kTile>
 __global__ void __launch_bounds__(kTile == 0 || kTile == 3 ? kSimtThreads : kMmaThreads)
-    lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params,
-                            const StepRows* schedule, int64_t num_steps, int k_chunk,
-                            bool w_resident) {
+    lstm_forward_persistent(const ForwardStepParams<scalar_t, acc_t> params, const StepRows* schedule,
+                            int64_t num_steps, int k_chunk, bool w_resident) {
   namespace cg = cooperative_groups;
   cg::grid_group grid = cg::this_grid();
   constexpr int kBatchTile = kTile == 0 ? kSimtBatchTile : (kTile == 3 ? kSmallBatchTile : kMmaTile);

@@ -53,8 +53,7 @@ inline bool grid_fits_resident(const void* kernel, dim3 grid, int threads, size_
     (void)cudaGetLastError();  // clear it: not fitting is an answer, not an error
     return false;
   }
-  return static_cast<int64_t>(per_multiprocessor) * multiprocessors >=
-         static_cast<int64_t>(grid.x) * grid.y * grid.z;
+  return static_cast<int64_t>(per_multiprocessor) * multiprocessors >= static_cast<int64_t>(grid.x) * grid.y * grid.z;
 }
 
 template <typename T>
@@ -77,7 +76,7 @@ template <typename scalar_t, typename acc_t>
 struct ForwardTileKind {
   ForwardTile tile;
   int threads, granule, batch_tile;
-  int k_split;  // the tensor-core tile's warps per gate
+  int k_split;            // the tensor-core tile's warps per gate
   bool takes_split_tf32;  // its kernels take split_tf32 after their other arguments (the 8-warp tile)
   const void* step_kernel;
   const void* persistent_kernel;
@@ -94,7 +93,6 @@ struct ForwardTileKind {
   }
 };
 
-
 // The glue's decisions (csrc/cuda_variants.h): tensor_cores for this dtype (sm_80+; for float
 // only where float on tensor cores is selected) and mma_k_split, the tensor-core tile's warps per
 // gate (1 or 2). Float keeps the split-K SIMT tile for small batches, where a 16-row mma tile
@@ -106,7 +104,12 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
     // Float on tensor cores always takes the 8-warp tile (the 4-warp tile has no TF32 path).
     const bool eight_warps = !is_half_type<scalar_t>() || mma_k_split == kMma8KSplit;
     if (tensor_cores && eight_warps && (is_half_type<scalar_t>() || batch > kSmallBatchMax)) {
-      return {ForwardTile::kMma, kMma8Threads, kMmaGranule, kMmaTile, kMma8KSplit, true,
+      return {ForwardTile::kMma,
+              kMma8Threads,
+              kMmaGranule,
+              kMmaTile,
+              kMma8KSplit,
+              true,
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma8<scalar_t, true>)
                            : reinterpret_cast<const void*>(&lstm_forward_step_mma8<scalar_t, false>),
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent_mma8<scalar_t, true>)
@@ -115,7 +118,12 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
   }
   if constexpr (is_half_type<scalar_t>()) {
     if (tensor_cores) {
-      return {ForwardTile::kMma, kMmaThreads, kMmaGranule, kMmaTile, 1, false,
+      return {ForwardTile::kMma,
+              kMmaThreads,
+              kMmaGranule,
+              kMmaTile,
+              1,
+              false,
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, true>)
                            : reinterpret_cast<const void*>(&lstm_forward_step_mma<scalar_t, false>),
               vector_loads ? reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 2>)
@@ -123,11 +131,21 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
     }
   }
   if (batch <= kSmallBatchMax) {
-    return {ForwardTile::kSplitK, kSimtThreads, kSplitKGranule, kSmallBatchTile, 1, false,
+    return {ForwardTile::kSplitK,
+            kSimtThreads,
+            kSplitKGranule,
+            kSmallBatchTile,
+            1,
+            false,
             reinterpret_cast<const void*>(&lstm_forward_step_splitk<scalar_t, acc_t>),
             reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 3>)};
   }
-  return {ForwardTile::kSimt, kSimtThreads, kSimtGranule, kSimtBatchTile, 1, false,
+  return {ForwardTile::kSimt,
+          kSimtThreads,
+          kSimtGranule,
+          kSimtBatchTile,
+          1,
+          false,
           reinterpret_cast<const void*>(&lstm_forward_step_simt<scalar_t, acc_t>),
           reinterpret_cast<const void*>(&lstm_forward_persistent<scalar_t, acc_t, 0>)};
 }
@@ -136,15 +154,14 @@ ForwardTileKind<scalar_t, acc_t> forward_tile_kind(bool tensor_cores, int mma_k_
 // one chunk), then narrow chunks; returns cudaErrorCooperativeLaunchTooLarge (and launches
 // nothing) when no configuration's grid can be resident, so the caller runs the step kernels.
 template <typename scalar_t, typename acc_t>
-cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& p,
-                                      const StepRows* schedule, int64_t num_steps, int64_t batch,
-                                      bool tensor_cores, int mma_k_split, bool vector_loads, bool split_tf32,
-                                      const DeviceLimits& limits, cudaStream_t stream) {
+cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& p, const StepRows* schedule,
+                                      int64_t num_steps, int64_t batch, bool tensor_cores, int mma_k_split,
+                                      bool vector_loads, bool split_tf32, const DeviceLimits& limits,
+                                      cudaStream_t stream) {
   const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, mma_k_split, vector_loads, batch);
   const dim3 grid = kind.grid(p.hidden, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
-  const int widest = widest_k_chunk(p.proj, kind.granule, limits.shared_memory_per_block,
-                                    limits.forced_k_chunk, bytes);
+  const int widest = widest_k_chunk(p.proj, kind.granule, limits.shared_memory_per_block, limits.forced_k_chunk, bytes);
   const int candidates[2] = {widest, kind.granule};
   for (int i = 0; i < (limits.forced_k_chunk > 0 ? 1 : 2); ++i) {
     int k_chunk = candidates[i];
@@ -154,8 +171,12 @@ cudaError_t launch_forward_persistent(const ForwardStepParams<scalar_t, acc_t>& 
     cudaError_t err = allow_shared_memory(kind.persistent_kernel, smem);
     if (err != cudaSuccess) return err;
     if (!grid_fits_resident(kind.persistent_kernel, grid, kind.threads, smem, limits.multiprocessors)) continue;
-    void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p), &schedule, &num_steps,
-                    &k_chunk, &w_resident, &split_tf32};  // the last only where the kernel takes it
+    void* args[] = {const_cast<ForwardStepParams<scalar_t, acc_t>*>(&p),
+                    &schedule,
+                    &num_steps,
+                    &k_chunk,
+                    &w_resident,
+                    &split_tf32};  // the last only where the kernel takes it
     return cudaLaunchCooperativeKernel(kind.persistent_kernel, grid, dim3(kind.threads), args, smem, stream);
   }
   return cudaErrorCooperativeLaunchTooLarge;
@@ -173,16 +194,16 @@ struct ForwardStepLaunch {
 };
 
 template <typename scalar_t, typename acc_t>
-cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores, int mma_k_split,
-                                 bool vector_loads, const DeviceLimits& limits, ForwardStepLaunch* launch) {
+cudaError_t prepare_forward_step(int64_t proj, int64_t batch, bool tensor_cores, int mma_k_split, bool vector_loads,
+                                 const DeviceLimits& limits, ForwardStepLaunch* launch) {
   const auto kind = forward_tile_kind<scalar_t, acc_t>(tensor_cores, mma_k_split, vector_loads, batch);
   const auto bytes = [&](int chunk) { return kind.smem_bytes(chunk); };
   launch->kernel = kind.step_kernel;
   launch->takes_split_tf32 = kind.takes_split_tf32;
   launch->block = dim3(kind.threads);
   launch->batch_tile = kind.batch_tile;
-  launch->k_chunk = widest_k_chunk(proj, kind.granule, limits.shared_memory_per_block / 2,
-                                   limits.forced_k_chunk, bytes);
+  launch->k_chunk =
+      widest_k_chunk(proj, kind.granule, limits.shared_memory_per_block / 2, limits.forced_k_chunk, bytes);
   launch->smem = bytes(launch->k_chunk);
   return allow_shared_memory(launch->kernel, launch->smem);
 }
@@ -199,8 +220,8 @@ cudaError_t launch_forward_step(const ForwardStepParams<scalar_t, acc_t>& p, con
 // Fused backward recurrence: persistent when `persistent` and the grid fits, else one launch per
 // step. Returns the first launch error.
 template <typename scalar_t, typename acc_t>
-cudaError_t launch_backward_recurrence(const BackwardSequenceParams<scalar_t, acc_t>& p, int64_t batch,
-                                       bool persistent, const DeviceLimits& limits, cudaStream_t stream) {
+cudaError_t launch_backward_recurrence(const BackwardSequenceParams<scalar_t, acc_t>& p, int64_t batch, bool persistent,
+                                       const DeviceLimits& limits, cudaStream_t stream) {
   const dim3 grid(ceil_div(p.cell.hidden, kBackwardTile), ceil_div(batch, kBackwardTile));
   const int64_t K = kNumGates * p.cell.hidden;
   const auto bytes = [](int chunk) { return backward_smem_bytes<acc_t>(chunk); };
@@ -248,8 +269,8 @@ cudaError_t launch_backward_persistent_mma(const BackwardSequenceParams<scalar_t
     } else {
       kernel = reinterpret_cast<const void*>(&lstm_backward_persistent_mma<scalar_t>);
     }
-    const int widest = widest_k_chunk(K, kMmaBackwardGranule, limits.shared_memory_per_block,
-                                      limits.forced_k_chunk, bytes);
+    const int widest =
+        widest_k_chunk(K, kMmaBackwardGranule, limits.shared_memory_per_block, limits.forced_k_chunk, bytes);
     // All of K staged at once when it fits; else, or when that grid cannot be resident, the
     // narrowest chunk (less shared memory: more blocks per multiprocessor).
     const int candidates[2] = {widest, kMmaBackwardGranule};

@@ -17,7 +17,7 @@
 //                                 functions.
 #pragma once
 
+#include "kernels/backward_kernels.cuh"
 #include "kernels/cuda_common.cuh"
 #include "kernels/forward_tiles.cuh"
-#include "kernels/backward_kernels.cuh"
 #include "kernels/launch.cuh"

@@ -41,8 +41,8 @@ struct Gates {
 //   i, f, o = sigmoid(.), g = tanh(.), c = f * c_prev + i * g, h = o * tanh(c).
 // Returns the activated gates; writes c and h.
 template <typename acc_t>
-FUSED_LSTM_HD Gates<acc_t> cell_forward(acc_t pre_i, acc_t pre_f, acc_t pre_g, acc_t pre_o,
-                                        acc_t c_prev, acc_t* c_out, acc_t* h_out) {
+FUSED_LSTM_HD Gates<acc_t> cell_forward(acc_t pre_i, acc_t pre_f, acc_t pre_g, acc_t pre_o, acc_t c_prev, acc_t* c_out,
+                                        acc_t* h_out) {
   Gates<acc_t> a;
   a.i = sigmoid(pre_i);
   a.f = sigmoid(pre_f);
@@ -60,14 +60,14 @@ FUSED_LSTM_HD Gates<acc_t> cell_forward(acc_t pre_i, acc_t pre_f, acc_t pre_g, a
 // Writes the four pre-activation gradients (i, f, g, o order) and returns dc_prev, the gradient
 // that flows to c_{t-1}.
 template <typename acc_t>
-FUSED_LSTM_HD acc_t cell_backward(const Gates<acc_t>& a, acc_t c, acc_t c_prev, acc_t dh,
-                                  acc_t dc_next, acc_t* d_pre /* [4] */) {
+FUSED_LSTM_HD acc_t cell_backward(const Gates<acc_t>& a, acc_t c, acc_t c_prev, acc_t dh, acc_t dc_next,
+                                  acc_t* d_pre /* [4] */) {
   const acc_t tanh_c = tanh_op(c);
   const acc_t dc = dc_next + dh * a.o * (acc_t(1) - tanh_c * tanh_c);
-  d_pre[0] = dc * a.g * a.i * (acc_t(1) - a.i);         // d pre_i
-  d_pre[1] = dc * c_prev * a.f * (acc_t(1) - a.f);      // d pre_f
-  d_pre[2] = dc * a.i * (acc_t(1) - a.g * a.g);         // d pre_g
-  d_pre[3] = dh * tanh_c * a.o * (acc_t(1) - a.o);      // d pre_o
+  d_pre[0] = dc * a.g * a.i * (acc_t(1) - a.i);     // d pre_i
+  d_pre[1] = dc * c_prev * a.f * (acc_t(1) - a.f);  // d pre_f
+  d_pre[2] = dc * a.i * (acc_t(1) - a.g * a.g);     // d pre_g
+  d_pre[3] = dh * tanh_c * a.o * (acc_t(1) - a.o);  // d pre_o
   return dc * a.f;
 }
 

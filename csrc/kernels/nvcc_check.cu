@@ -7,17 +7,17 @@
 namespace fused_lstm {
 namespace kernels {
 
-#define FUSED_LSTM_INSTANTIATE(scalar_t, acc_t)                                                      \
-  template cudaError_t launch_forward_persistent<scalar_t, acc_t>(                                  \
-      const ForwardStepParams<scalar_t, acc_t>&, const StepRows*, int64_t, int64_t, bool, int, bool, bool, \
-      const DeviceLimits&, cudaStream_t);                                                           \
-  template cudaError_t prepare_forward_step<scalar_t, acc_t>(int64_t, int64_t, bool, int, bool,     \
-                                                             const DeviceLimits&, ForwardStepLaunch*); \
-  template cudaError_t launch_forward_step<scalar_t, acc_t>(const ForwardStepParams<scalar_t, acc_t>&, \
-                                                            const ForwardStepLaunch&, bool, cudaStream_t); \
-  template cudaError_t launch_backward_recurrence<scalar_t, acc_t>(                                 \
-      const BackwardSequenceParams<scalar_t, acc_t>&, int64_t, bool, const DeviceLimits&, cudaStream_t); \
-  template cudaError_t launch_backward_persistent_mma<scalar_t, acc_t>(                             \
+#define FUSED_LSTM_INSTANTIATE(scalar_t, acc_t)                                                                       \
+  template cudaError_t launch_forward_persistent<scalar_t, acc_t>(const ForwardStepParams<scalar_t, acc_t>&,          \
+                                                                  const StepRows*, int64_t, int64_t, bool, int, bool, \
+                                                                  bool, const DeviceLimits&, cudaStream_t);           \
+  template cudaError_t prepare_forward_step<scalar_t, acc_t>(int64_t, int64_t, bool, int, bool, const DeviceLimits&,  \
+                                                             ForwardStepLaunch*);                                     \
+  template cudaError_t launch_forward_step<scalar_t, acc_t>(const ForwardStepParams<scalar_t, acc_t>&,                \
+                                                            const ForwardStepLaunch&, bool, cudaStream_t);            \
+  template cudaError_t launch_backward_recurrence<scalar_t, acc_t>(const BackwardSequenceParams<scalar_t, acc_t>&,    \
+                                                                   int64_t, bool, const DeviceLimits&, cudaStream_t); \
+  template cudaError_t launch_backward_persistent_mma<scalar_t, acc_t>(                                               \
       const BackwardSequenceParams<scalar_t, acc_t>&, int64_t, bool, const DeviceLimits&, cudaStream_t);
 
 FUSED_LSTM_INSTANTIATE(float, float)
