@@ -88,56 +88,67 @@ class LSTMCell(_FusedModule):
         return s.format(**self.__dict__)
 
     # -- forward ------------------------------------------------------------------------------
+    def _weights(self):
+        # Through _parameters rather than four nn.Module.__getattr__ lookups (a few us a step);
+        # attributes that are not plain parameters (torch.nn.utils.parametrize turns them into
+        # properties) through getattr.
+        params = self._parameters
+        return tuple(params[name] if name in params else getattr(self, name)
+                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
     def forward(self, input: Tensor,
                 hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         # Checks in nn.LSTMCell's order, with its exception classes and (where it has one that
         # names the argument) its messages: theirs come from aten's lstm_cell.
-        if input.dim() not in (1, 2):
-            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        input_dim = input.dim()
+        if input_dim not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input_dim}D instead")
+        is_batched = input_dim == 2
         if hx is not None:
             if not isinstance(hx, (tuple, list)):
                 raise TypeError("LSTMCell: expected hx to be a tuple (h_0, c_0) of two tensors, "
                                 f"got {type(hx).__name__}")
-            for index, value in enumerate(hx):
-                if value.dim() not in (1, 2):
+            state_dims = [value.dim() for value in hx]
+            for index, value_dim in enumerate(state_dims):
+                if value_dim not in (1, 2):
                     raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
-                                     f"{value.dim()}D instead")
+                                     f"{value_dim}D instead")
             if len(hx) != 2:
                 raise RuntimeError("lstm_cell expects two hidden states")
-        is_batched = input.dim() == 2
+            expected = 2 if is_batched else 1
+            if state_dims[0] != expected or state_dims[1] != expected:
+                kind = "batched 2-D" if is_batched else "unbatched 1-D"
+                raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
+                                   f"{expected}-D but got ({state_dims[0]}-D, {state_dims[1]}-D) "
+                                   "tensors")
         if not is_batched:
             input = input.unsqueeze(0)
-
+        batch, input_size = input.shape
         if hx is None:
             # Two tensors, not one twice: dynamo cannot trace an autograd.Function that gets the
             # same tensor as two inputs.
             zeros = dict(dtype=input.dtype, device=input.device)
-            hx = (torch.zeros(input.size(0), self.hidden_size, **zeros),
-                  torch.zeros(input.size(0), self.hidden_size, **zeros))
+            hx = (torch.zeros(batch, self.hidden_size, **zeros),
+                  torch.zeros(batch, self.hidden_size, **zeros))
         else:
-            expected = 2 if is_batched else 1
-            if hx[0].dim() != expected or hx[1].dim() != expected:
-                kind = "batched 2-D" if is_batched else "unbatched 1-D"
-                raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
-                                   f"{expected}-D but got ({hx[0].dim()}-D, {hx[1].dim()}-D) "
-                                   "tensors")
             hx = (hx[0], hx[1]) if is_batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
 
-        if input.size(1) != self.input_size:
-            raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected "
+        if input_size != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input_size} expected "
                                f"{self.input_size}")
         for index, state in enumerate(hx):
-            if state.size(0) != input.size(0):
-                raise RuntimeError(f"Input batch size {input.size(0)} doesn't match "
-                                   f"hidden{index} batch size {state.size(0)}")
-            if state.size(1) != self.hidden_size:
+            state_batch, state_hidden = state.shape
+            if state_batch != batch:
+                raise RuntimeError(f"Input batch size {batch} doesn't match "
+                                   f"hidden{index} batch size {state_batch}")
+            if state_hidden != self.hidden_size:
                 raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got "
-                                   f"{state.size(1)}, expected {self.hidden_size}")
+                                   f"{state_hidden}, expected {self.hidden_size}")
 
-        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        weights = self._weights()
         device_type = input.device.type
         if _route_to_aten(weights[0]) or self.hidden_size == 0:
-            # Note [Routes off the fused op] in modules.py; the fused op needs hidden_size > 0.
+            # Note [Routes off the fused op] in _base.py; the fused op needs hidden_size > 0.
             h_1, c_1 = _lstm_cell_composite(input, hx[0], hx[1], *weights)
         elif _autocast_enabled(device_type):
             # Run the whole step in one dtype, with autocast off inside (the op's own GEMMs must
@@ -149,10 +160,11 @@ class LSTMCell(_FusedModule):
                 _, h_1, c_1 = lstm_layer(input.unsqueeze(0), h, c, *weights)
         else:
             # nn.LSTMCell raises RuntimeError for mixed dtypes (from its matmul), so do we.
+            weight_dtype = weights[0].dtype
             for name, t in (("input", input), ("hx[0]", hx[0]), ("hx[1]", hx[1])):
-                if t.dtype != self.weight_ih.dtype:
+                if t.dtype != weight_dtype:
                     raise RuntimeError(f"LSTMCell: expected {name} to have the dtype of the "
-                                       f"weights ({self.weight_ih.dtype}), got {t.dtype}")
+                                       f"weights ({weight_dtype}), got {t.dtype}")
             _, h_1, c_1 = lstm_layer(input.unsqueeze(0), hx[0], hx[1], *weights)
 
         if not is_batched:

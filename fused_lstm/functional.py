@@ -332,6 +332,11 @@ def lstm_layer(
         if args[-1]:
             warnings.warn(_TRACED_NO_AUTOGRAD, stacklevel=2)
         output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
+    elif not args[-1] and _fwad._current_level < 0:
+        # Nothing to differentiate (no input requires grad, or grad mode is off; no forward-AD
+        # level): the op itself, without the autograd.Function's bookkeeping (a few us a call:
+        # as much as a small single step, Note [Single steps on CPU] in csrc/cpu/lstm_cpu.cpp).
+        output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
     else:
         output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
     return output, hy, cy

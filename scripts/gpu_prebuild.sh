@@ -10,8 +10,17 @@
 # Env: PREBUILD_PYTHON (python3.12 from PATH or pyenv), TORCH_CUDA_ARCH_LIST (9.0).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=${PREBUILD_PYTHON:-$(command -v python3.12 || ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)}
-[ -n "$python" ] && [ -x "$python" ] || { echo "gpu_prebuild: no python3.12 found (set PREBUILD_PYTHON)"; exit 1; }
+# The first Python 3.12 that runs (a pyenv shim on PATH may exist and still fail).
+python=${PREBUILD_PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in $(command -v python3.12) "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+      python=$candidate
+      break
+    fi
+  done
+fi
+[ -n "$python" ] || { echo "gpu_prebuild: no working python3.12 found (set PREBUILD_PYTHON)"; exit 1; }
 rm -f "$root"/fused_lstm/_C.cpython-312-*.so
 CUDA_CHECK_PYTHON=$python CUDA_CHECK_VENV="$HOME/.cache/cuda-build-check/torch-2.11.0-py312" \
   CUDA_CHECK_KEEP_SO="$root/fused_lstm" TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \

@@ -154,8 +154,9 @@ at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& ou
   const std::string shape_class = key.str();
   std::optional<std::string> kernel = cached(shape_class);
   if (!kernel.has_value()) {
-    // Measured on this call's own operands: big products, so one timed run each after one to
-    // warm up (first-touch pages, oneDNN's JIT); the result of the faster one is returned.
+    // Measured on this call's own operands (fastest_ms: one timed run of a big product, a few of
+    // a small one, after one to warm up: first-touch pages, oneDNN's JIT); the faster one's result
+    // is returned.
     at::Tensor aten_result, onednn_result;
     const double aten_ms = fastest_ms([&] { aten_result = run_aten(); });
     std::string fastest = "aten", how = "measured: aten (at::mm) " + format_ms(aten_ms) + ", onednn ";
