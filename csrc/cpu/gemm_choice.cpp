@@ -16,6 +16,7 @@
 #include <optional>
 #include <sstream>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "cpu/gate_kernels.h"
@@ -196,19 +197,26 @@ void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
   };
   const std::string pinned = big_gemm_from_env();
   if (pinned != "auto") return pinned == "aten" ? run_aten() : run_row_dot();
-  std::ostringstream key;
-  key << "single-step " << c10::toString(x.scalar_type()) << " rows=" << rows << " K=" << k << " N=" << n
-      << " threads=" << at::get_num_threads();
-  const std::string shape_class = key.str();
-  std::optional<std::string> kernel = cached(shape_class);
-  if (!kernel.has_value()) {
-    const double aten_ms = fastest_ms(run_aten);
-    const double row_dot_ms = fastest_ms(run_row_dot);
-    remember(shape_class, row_dot_ms < aten_ms ? "row_dot" : "aten",
-             "measured: aten (at::mm) " + format_ms(aten_ms) + ", row_dot " + format_ms(row_dot_ms));
-    kernel = cached(shape_class);
+  // Single steps are microseconds: each thread keeps the choices it has used by plain key, and
+  // only a class it has not seen goes through the shared, string-keyed record.
+  const int threads = at::get_num_threads();
+  const auto fast_key = std::make_tuple(static_cast<int>(x.scalar_type()), rows, k, n, threads);
+  thread_local std::map<decltype(fast_key), bool> row_dot_chosen;
+  auto known = row_dot_chosen.find(fast_key);
+  if (known == row_dot_chosen.end()) {
+    std::ostringstream key;
+    key << "single-step " << c10::toString(x.scalar_type()) << " rows=" << rows << " K=" << k << " N=" << n
+        << " threads=" << threads;
+    const std::string shape_class = key.str();
+    if (!cached(shape_class).has_value()) {
+      const double aten_ms = fastest_ms(run_aten);
+      const double row_dot_ms = fastest_ms(run_row_dot);
+      remember(shape_class, row_dot_ms < aten_ms ? "row_dot" : "aten",
+               "measured: aten (at::mm) " + format_ms(aten_ms) + ", row_dot " + format_ms(row_dot_ms));
+    }
+    known = row_dot_chosen.emplace(fast_key, *cached(shape_class) == "row_dot").first;
   }
-  return *kernel == "row_dot" ? run_row_dot() : run_aten();
+  return known->second ? run_row_dot() : run_aten();
 }
 
 RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible) {

@@ -414,7 +414,8 @@ ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, cons
   Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), options) : at::empty({0}, options);
   Tensor cells = save_workspace ? at::empty(per_token_shape(s, H), options) : at::empty({0}, options);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "lstm_layer_forward_cpu_single_step", [&] {
-    Tensor pre = at::empty({B, 4 * H}, options), rec = at::empty({B, 4 * H}, options);
+    Tensor products = at::empty({2, B, 4 * H}, options);  // one allocation for both
+    Tensor pre = products[0], rec = products[1];
     cpu::small_linear(input.reshape({B, I}).contiguous(), weight_ih.contiguous(), pre);
     cpu::small_linear(hx.contiguous(), weight_hh.contiguous(), rec);
     std::vector<scalar_t> bias(4 * H, scalar_t(0));
