@@ -182,3 +182,15 @@ def test_cpu_step_probe_reports_per_step_times(tmp_path):
     for key in ("nn_us_per_step", "fused_us_per_step", "nn_fixed_ms", "fused_fixed_ms"):
         assert math.isfinite(rows[0][key]), (key, rows[0])
     assert "nn_over_fused" in rows[0]
+
+
+def test_cell_probe_reports_both_implementations():
+    # benchmarks/cell_probe.py (per-call cost of LSTMCell steps and T=1 LSTM calls): a tiny run.
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cell_probe.py"),
+                           "--config", "1,8", "--calls", "3", "--samples", "2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("B=1 H=8")]
+    assert len(lines) == 2 and "no grad" in lines[0] and "grad" in lines[1], proc.stdout
+    for line in lines:
+        assert "LSTMCell" in line and "LSTM T=1" in line and line.count("x)") == 2, line
