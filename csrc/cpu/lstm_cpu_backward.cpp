@@ -1,0 +1,155 @@
+// CPU backward of the layer op (lstm_cpu.h): the reverse recurrence over unit blocks (carry
+// product per block, then that block's gate backward, Note [Recurrent GEMMs on CPU]) plugged into
+// lstm_layer_backward_impl (lstm_common.cpp), which runs the weight-gradient GEMMs.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "cpu/gate_kernels.h"
+#include "cpu/gemm_choice.h"
+#include "cpu/lstm_cpu.h"
+#include "cpu/packed_gemm.h"
+#include "cpu/recurrence.h"
+#include "cpu/scratch_pool.h"
+#include "kernels/lstm_step.h"
+#include "lstm_common.h"
+
+namespace fused_lstm {
+namespace cpu {
+namespace {
+
+void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const Tensor& gates, const Tensor& cells,
+                            const Tensor& cx, const Tensor& dh, const Tensor& dc_carry, const Tensor& dgates) {
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstm_backward_pointwise_cpu", [&] {
+    const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
+    const int64_t H = hidden;
+    const scalar_t* gates_p = gates.data_ptr<scalar_t>();
+    const scalar_t* cells_p = cells.data_ptr<scalar_t>();
+    const scalar_t* cx_p = cx.data_ptr<scalar_t>();
+    const scalar_t* dh_p = dh.data_ptr<scalar_t>();
+    scalar_t* dc_p = dc_carry.data_ptr<scalar_t>();
+    scalar_t* dgates_p = dgates.data_ptr<scalar_t>();
+    const int64_t chunks = (H + kHiddenChunk - 1) / kHiddenChunk;
+    at::parallel_for(0, step.rows * chunks, grain_in_tasks(std::min(H, kHiddenChunk)), [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / chunks;
+        const int64_t j0 = (task % chunks) * kHiddenChunk;
+        const int64_t row = step.row_offset + b;
+        // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
+        const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H : cx_p + b * H;
+        backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_p + b * dh.stride(0), dc_p + b * H,
+                       dgates_p + row * 4 * H, H, j0, std::min(H, j0 + kHiddenChunk));
+      }
+    });
+  });
+}
+
+// The reverse recurrence without projection (BackwardRecurrenceFn), one parallel region per step
+// (Note [Recurrent GEMMs on CPU]): block u's task first turns the previously processed step's
+// dgates into the carry reaching its units of h (dgates rows · W_hh[:, units]), adds that
+// step's grad_output, then runs the gate backward of its units. The same arithmetic as the
+// generic loop of lstm_layer_backward_impl, in the same order per element.
+bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
+  // Short sequences: the generic per-step loop (at::mm), no preparation to amortise.
+  if (static_cast<int64_t>(a.schedule.size()) < kMinStepsToPrepareWeights) return false;
+  const int64_t B = a.batch, H = a.hidden;
+  const auto acc_type = a.gates.scalar_type();
+  // dh_carry: the gradient reaching h of the step being processed (grad_hy to start with).
+  Tensor dh_carry = a.grad_hy.defined() ? a.grad_hy.clone() : at::zeros({B, H}, a.gates.options());
+  // bf16 layers with bf16 GEMMs (Note [bfloat16 GEMMs on CPU]) want dgates rounded to bf16 too;
+  // on AMX (H a multiple of the 64-column panel) the carry then multiplies those in bf16 by W_hh
+  // packed once per call, as oneDNN's bf16 LSTM does, instead of fp32 dgates by fp32 W_hh.
+  const bool rounded_out = a.dgates_rounded.defined();  // so acc_type is float
+  const bool amx_carry =
+      rounded_out && H % cpu::BlockedOperandBf16::kPanel == 0 && cpu::BlockedOperandBf16::available();
+  AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_backward_recurrence_cpu", [&] {
+    const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
+    const auto backward_cells_bf16_out = cpu::gate_kernels().backward_bf16_out;
+    constexpr int64_t kPanel = cpu::BlockedOperandBf16::kPanel;
+    const int64_t block = recurrence_block_size(H, B, 4 * H, 1, amx_carry ? kPanel : 16, sizeof(scalar_t));
+    const int64_t num_blocks = (H + block - 1) / block;
+    // B = W_hh, [4H, H]: block u's carry columns are its units' columns, read in place (fp32,
+    // fp64) or packed in bf16 (amx_carry).
+    std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
+    std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
+    const Tensor w_hh = amx_carry ? a.weight_hh : a.weight_hh.to(acc_type).contiguous();
+    if (amx_carry) {
+      w_blocks_bf16.emplace(w_hh, block_column_begin(H, block, 1));
+    } else {
+      w_blocks.emplace(w_hh, block_column_begin(H, block, 1), B);
+    }
+    c10::BFloat16* rounded_p = rounded_out ? a.dgates_rounded.data_ptr<c10::BFloat16>() : nullptr;
+    const scalar_t* grad_output_p = a.grad_output.defined() ? a.grad_output.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gates_p = a.gates.data_ptr<scalar_t>();
+    const scalar_t* cells_p = a.cells.data_ptr<scalar_t>();
+    const scalar_t* cx_p = a.cx.data_ptr<scalar_t>();
+    scalar_t* dc_p = a.dc_carry.data_ptr<scalar_t>();
+    scalar_t* dh_p = dh_carry.data_ptr<scalar_t>();
+    scalar_t* dgates_p = a.dgates.data_ptr<scalar_t>();
+    // Steps in processing order: the reverse of the forward schedule (Note [One thread team per
+    // sequence]: one team for the whole reverse recurrence, nothing serial between steps).
+    const int64_t num_steps = static_cast<int64_t>(a.schedule.size());
+    auto step_at = [&](int64_t k) -> const StepRows& { return a.schedule[num_steps - 1 - k]; };
+    auto blocks = [&](int64_t k, int64_t u_begin, int64_t u_end) {
+      const StepRows& step = step_at(k);
+      const StepRows* later = k > 0 ? &step_at(k - 1) : nullptr;  // processed just before
+      const int64_t carry_rows = later != nullptr ? later->rows : 0;
+      for (int64_t u = u_begin; u < u_end; ++u) {
+        const int64_t j0 = u * block, units = std::min(block, H - j0);
+        prefetch_gate_rows(gates_p + step.row_offset * 4 * H + j0, step.rows, 4 * H, H, units);
+        if (later != nullptr && amx_carry) {  // float layers only: scalar_t is float here
+          w_blocks_bf16->multiply(u, carry_rows, rounded_p + later->row_offset * 4 * H, 4 * H,
+                                  reinterpret_cast<float*>(dh_p + j0), H);
+        } else if (later != nullptr) {
+          w_blocks->multiply(u, carry_rows, dgates_p + later->row_offset * 4 * H, 4 * H, dh_p + j0, H);
+        }
+        for (int64_t b = 0; b < step.rows; ++b) {
+          const int64_t row = step.row_offset + b;
+          scalar_t* dh_row = dh_p + b * H;
+          if (grad_output_p != nullptr) {
+            for (int64_t j = j0; j < j0 + units; ++j) dh_row[j] += grad_output_p[row * H + j];
+          }
+          // c_{t-1}: the previous processed step's row, or cx (Note [Row layout and step schedule]).
+          const scalar_t* c_prev = b < step.prev_rows ? cells_p + (step.prev_row_offset + b) * H : cx_p + b * H;
+          if (rounded_out) {  // float layers only: scalar_t is float here
+            backward_cells_bf16_out(
+                reinterpret_cast<const float*>(gates_p + row * 4 * H),
+                reinterpret_cast<const float*>(cells_p + row * H), reinterpret_cast<const float*>(c_prev),
+                reinterpret_cast<const float*>(dh_row), reinterpret_cast<float*>(dc_p + b * H),
+                reinterpret_cast<float*>(dgates_p + row * 4 * H), rounded_p + row * 4 * H, H, j0, j0 + units);
+          } else {
+            backward_cells(gates_p + row * 4 * H, cells_p + row * H, c_prev, dh_row, dc_p + b * H,
+                           dgates_p + row * 4 * H, H, j0, j0 + units);
+          }
+        }
+      }
+    };
+    run_recurrence(
+        num_steps, num_blocks, block_grain(B, 4 * H, block), /*one_team_allowed=*/true, [](int64_t) { return false; },
+        [](int64_t) {}, blocks, [](int64_t) {},
+        [&] {
+          if (amx_carry) cpu::BlockedOperandBf16::release_thread_state();
+        });
+  });
+  return true;
+}
+
+}  // namespace
+
+BackwardResult lstm_layer_backward_cpu(const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
+                                       const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
+                                       const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
+                                       const c10::optional<Tensor>& weight_hr, const c10::optional<Tensor>& batch_sizes,
+                                       bool reverse, bool has_bias, const Tensor& output, const Tensor& gates,
+                                       const Tensor& cells, std::array<bool, 2> output_mask) {
+  return lstm_layer_backward_impl(
+      grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr, batch_sizes, reverse, has_bias,
+      output, gates, cells, output_mask,
+      {&backward_pointwise_cpu, &backward_recurrence_cpu, input.scalar_type() == at::kBFloat16 && use_bf16_gemms(),
+       &cpu::scratch_empty, &cpu::linear});
+}
+
+}  // namespace cpu
+}  // namespace fused_lstm
