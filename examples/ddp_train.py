@@ -41,6 +41,7 @@ def main():
 
     checksum = sum(p.double().sum().item() for p in model.parameters())
     print(f"rank {rank}: loss {loss.item():.6f} parameter checksum {checksum:.12f}", flush=True)
+    dist.barrier()  # every rank done with its collectives before any leaves the group
     dist.destroy_process_group()
 
 

@@ -68,10 +68,18 @@ def test_ddp_example_runs_on_cpu_under_torchrun():
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fused_lstm.__file__)))
     path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-         "--master-addr=127.0.0.1", f"--master-port={free_port()}", example],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    # A rank can abort at interpreter exit after all its work ("terminate called without an active
+    # exception": a gloo thread dropping a tensor while Python finalizes; a torch/gloo teardown
+    # race, seen about once in ten runs, tests/distributed_worker.py's comment). The example must
+    # run cleanly; that abort, and only it, gets another try (three in all).
+    for _ in range(3):
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+             "--master-addr=127.0.0.1", f"--master-port={free_port()}", example],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+        teardown_race = "terminate called without an active exception" in proc.stdout
+        if proc.returncode == 0 or not teardown_race:
+            break
     assert proc.returncode == 0, proc.stdout
     # (the two ranks share one pipe: their lines may run together)
     found = sorted(re.findall(r"rank (\d): loss (\d+\.\d{6}) parameter checksum (-?\d+\.\d{12})",
