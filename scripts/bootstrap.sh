@@ -100,7 +100,8 @@ installed_here() {  # fused_lstm imports from this tree, with its compiled exten
   (cd /tmp && "$py" -c "import os, sys, fused_lstm; sys.exit(0 if os.path.dirname(fused_lstm.__file__) == os.path.join(sys.argv[1], 'fused_lstm') else 1)" "$root") >/dev/null 2>&1
 }
 # ninja's "[3/15] c++ ... -c /path/x.cpp -o ..." lines, shortened to "[3/15] x.cpp": progress.
-progress() { { grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error:' || true; } | sed -u -E 's#^(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) .*#  \1 \2#'; }
+# (pip -v indents its build backend's output; setup.py does not.)
+progress() { { grep --line-buffered -E '^ *\[[0-9]+/[0-9]+\]|error:' || true; } | sed -u -E 's#^ *(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) .*#  \1 \2#'; }
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && installed_here; then
   say "fused_lstm is built and unchanged since the last build; nothing to compile"
 elif installed_here; then
