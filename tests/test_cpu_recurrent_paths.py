@@ -248,3 +248,20 @@ def test_bad_tuning_variable_is_a_clear_error(name, value):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ValueError:") and name in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_step_with_strided_operands(dtype):
+    # Single steps (Note [Single steps on CPU]) read the weights and biases in place, made
+    # contiguous first where they are not: strided views must give the reference's results.
+    torch.manual_seed(3)
+    B, I, H = 3, 10, 12  # noqa: E741 (I: the input size, as everywhere here)
+    x = torch.randn(1, B, 2 * I, dtype=dtype)[:, :, ::2]
+    h, c = (torch.randn(B, 2 * H, dtype=dtype)[:, ::2] for _ in range(2))
+    w_ih = torch.randn(I, 4 * H, dtype=dtype).t()
+    w_hh = torch.randn(H, 4 * H, dtype=dtype).t()
+    b_ih, b_hh = (torch.randn(8 * H, dtype=dtype)[::2] for _ in range(2))
+    got = fused_lstm.lstm_layer(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    want = fused_lstm.lstm_layer_reference(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)

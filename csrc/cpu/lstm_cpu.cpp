@@ -112,9 +112,10 @@ ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, cons
     cpu::small_linear(hx.contiguous(), weight_hh.contiguous(), rec);
     std::vector<scalar_t> bias(4 * H, scalar_t(0));
     if (s.has_bias) {
-      const scalar_t* b_ih = bias_ih->contiguous().const_data_ptr<scalar_t>();
-      const scalar_t* b_hh = bias_hh->contiguous().const_data_ptr<scalar_t>();
-      for (int64_t n = 0; n < 4 * H; ++n) bias[n] = b_ih[n] + b_hh[n];
+      const Tensor b_ih = bias_ih->contiguous(), b_hh = bias_hh->contiguous();  // kept alive while read
+      const scalar_t* b_ih_p = b_ih.const_data_ptr<scalar_t>();
+      const scalar_t* b_hh_p = b_hh.const_data_ptr<scalar_t>();
+      for (int64_t n = 0; n < 4 * H; ++n) bias[n] = b_ih_p[n] + b_hh_p[n];
     }
     const scalar_t* pre_p = pre.const_data_ptr<scalar_t>();
     const scalar_t* rec_p = rec.const_data_ptr<scalar_t>();
