@@ -157,9 +157,13 @@ ENVIRONMENTS = {
     "onednn": {"FUSED_LSTM_CPU_RECURRENT_GEMM": "brgemm", "FUSED_LSTM_CPU_GEMM": "onednn"},
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
              "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    # bf16 layers without AMX: each recurrence strategy (on AMX hosts these change nothing)
+    "bf16-mm": {"FUSED_LSTM_CPU_BF16_RECURRENCE": "bf16_mm"},
+    "bf16-fp32": {"FUSED_LSTM_CPU_BF16_RECURRENCE": "fp32"},
 }
 TUNING_VARIABLES = ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB",
-                    "FUSED_LSTM_CPU_GEMM", "FUSED_LSTM_CPU_RECURRENT_GEMM")
+                    "FUSED_LSTM_CPU_GEMM", "FUSED_LSTM_CPU_RECURRENT_GEMM",
+                    "FUSED_LSTM_CPU_BF16_RECURRENCE")
 
 
 @pytest.mark.parametrize("environment", list(ENVIRONMENTS))
@@ -237,7 +241,8 @@ def test_build_info_names_the_recurrent_gemm_kernels():
                                         ("FUSED_LSTM_CPU_SCRATCH_MIB", "-1"),
                                         ("FUSED_LSTM_CPU_UNIT_BLOCK", "20"),
                                         ("FUSED_LSTM_CPU_GEMM", "mkl"),
-                                        ("FUSED_LSTM_CPU_RECURRENT_GEMM", "fastest")])
+                                        ("FUSED_LSTM_CPU_RECURRENT_GEMM", "fastest"),
+                                        ("FUSED_LSTM_CPU_BF16_RECURRENCE", "bf16")])
 def test_bad_tuning_variable_is_a_clear_error(name, value):
     code = ("import torch, fused_lstm\n"
             "try:\n"

@@ -219,6 +219,25 @@ void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
   return known->second ? run_row_dot() : run_aten();
 }
 
+int fastest_candidate(const std::string& shape_class, const std::vector<std::string>& candidates,
+                      const std::function<void(int)>& run, int pinned) {
+  if (pinned >= 0) return pinned;
+  std::optional<std::string> kernel = cached(shape_class);
+  if (!kernel.has_value()) {
+    std::string how = "measured:", fastest;
+    double best_ms = 0;
+    for (int i = 0; i < static_cast<int>(candidates.size()); ++i) {
+      const double ms = fastest_ms([&] { run(i); });
+      how += (i > 0 ? ", " : " ") + candidates[i] + " " + format_ms(ms);
+      if (i == 0 || ms < best_ms) best_ms = ms, fastest = candidates[i];
+    }
+    remember(shape_class, fastest, how);
+    kernel = cached(shape_class);
+  }
+  const auto it = std::find(candidates.begin(), candidates.end(), *kernel);
+  return static_cast<int>(it - candidates.begin());
+}
+
 RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible) {
   if (!mkl_packed_possible) return RecurrentKernel::kBrgemm;
   const std::string pinned = recurrent_from_env();

@@ -23,6 +23,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,12 @@ at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& ou
 // lstm_cpu.cpp): dot products along w's stored rows (RowDotFn) or at::mm, whichever is measured
 // faster for this shape class. x, w contiguous; y [rows, N] contiguous.
 void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y);
+
+// A choice among whole strategies (bf16 recurrences without AMX, say): run(i) runs candidate i
+// once; returns the fastest's index, measured at the first call of `shape_class` and kept
+// (recorded in kernel_choices()). `pinned`: an index to take without measuring, or -1.
+int fastest_candidate(const std::string& shape_class, const std::vector<std::string>& candidates,
+                      const std::function<void(int)>& run, int pinned);
 
 enum class RecurrentKernel { kMklPacked, kBrgemm };
 

@@ -22,7 +22,8 @@
 // bf16 GEMMs (at::mm -> oneDNN; dgates rounded to bf16). The per-step recurrent product: on CPUs
 // with AMX (and H a multiple of 16, P even) each unit block multiplies h_prev rounded to bf16 by
 // its W_hh columns packed once per call in oneDNN's VNNI layout, accumulating in fp32
-// (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one bf16 at::mm per step. The
+// (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one bf16 at::mm per step or the
+// fp32 unit-block products, whichever is measured faster for the shape (Bf16Recurrence). The
 // gate pass computes in fp32; without a projection it reads the bf16 input projection as it is
 // and writes h rounded to bf16 (the next product and the output take nothing else: no widening
 // pass over [N, 4H], no per-step rounding of h, no final rounding of the output). The backward's
@@ -44,9 +45,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <sstream>
 #include <vector>
 
 #include "cpu/gate_kernels.h"
@@ -132,6 +135,28 @@ ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, cons
   return {out.view(per_token_shape(s, H)), out.clone(), c_state, gates, cells};
 }
 
+// The recurrence of a bf16 layer without AMX (Note [bfloat16 GEMMs on CPU]): one bf16 at::mm of
+// the whole product per step, or the fp32 unit-block products of fp32 layers (h and W_hh in fp32;
+// more precise, and faster at some shapes: measured on a 2-core AMD EPYC, B=16 H=256 0.52 -> 0.64x
+// nn.LSTM, but B=64 H=512 0.86 -> 0.65x). Which is measured per shape (Note [Measured GEMM choice on
+// CPU]); FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_mm or fp32 pins one.
+enum class Bf16Recurrence { kBf16Mm, kFp32Blocks };
+
+int bf16_recurrence_from_env() {
+  const char* env = std::getenv("FUSED_LSTM_CPU_BF16_RECURRENCE");
+  if (env == nullptr || std::strcmp(env, "auto") == 0) return -1;
+  if (std::strcmp(env, "bf16_mm") == 0) return 0;
+  TORCH_CHECK_VALUE(std::strcmp(env, "fp32") == 0,
+                    "fused_lstm: FUSED_LSTM_CPU_BF16_RECURRENCE must be auto, bf16_mm or fp32, got '", env, "'");
+  return 1;
+}
+
+ForwardResult forward_sequence(const LayerShape& s, const Tensor& input, const Tensor& hx, const Tensor& cx,
+                               const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
+                               const c10::optional<Tensor>& bias_hh, const c10::optional<Tensor>& weight_hr,
+                               const c10::optional<Tensor>& batch_sizes, bool reverse, bool save_workspace,
+                               Bf16Recurrence bf16_recurrence);
+
 }  // namespace
 
 ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih,
@@ -144,9 +169,37 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
                                              bias_ih, bias_hh, weight_hr, batch_sizes);
   if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
   cpu::check_gemm_choice_environment();  // a bad value fails every call, not only where it is read
+  const int pinned = bf16_recurrence_from_env();
   if (single_step_applies(s, input.scalar_type())) {
     return forward_single_step(s, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, save_workspace);
   }
+  auto run = [&](Bf16Recurrence how) {
+    return forward_sequence(s, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes, reverse,
+                            save_workspace, how);
+  };
+  const bool bf16_without_amx = input.scalar_type() == at::kBFloat16 && use_bf16_gemms() &&
+                                s.steps >= kMinStepsToPrepareWeights &&
+                                !(s.proj % 2 == 0 && s.hidden % 16 == 0 && BlockedOperandBf16::available());
+  if (!bf16_without_amx) return run(Bf16Recurrence::kBf16Mm);  // (the choice does not apply)
+  std::ostringstream key;
+  int64_t rows_class = 1;
+  while (rows_class < s.batch) rows_class *= 2;
+  key << "bf16 recurrence rows<=" << rows_class << " P=" << s.proj << " H=" << s.hidden
+      << " threads=" << at::get_num_threads();
+  // Measuring runs each candidate on this call's own operands; the winner's result is returned.
+  std::array<std::optional<ForwardResult>, 2> results;
+  const int chosen = fastest_candidate(
+      key.str(), {"bf16_mm", "fp32"}, [&](int i) { results[i] = run(static_cast<Bf16Recurrence>(i)); }, pinned);
+  return results[chosen].has_value() ? *results[chosen] : run(static_cast<Bf16Recurrence>(chosen));
+}
+
+namespace {
+
+ForwardResult forward_sequence(const LayerShape& s, const Tensor& input, const Tensor& hx, const Tensor& cx,
+                               const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
+                               const c10::optional<Tensor>& bias_hh, const c10::optional<Tensor>& weight_hr,
+                               const c10::optional<Tensor>& batch_sizes, bool reverse, bool save_workspace,
+                               Bf16Recurrence bf16_recurrence) {
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc_type = opmath_type(dtype);
@@ -162,7 +215,8 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   const bool prepare_weights = s.steps >= kMinStepsToPrepareWeights;
   const bool amx_recurrence =
       prepare_weights && bf16_gemms && P % 2 == 0 && H % 16 == 0 && cpu::BlockedOperandBf16::available();
-  const bool whole_product = !prepare_weights || (bf16_gemms && !amx_recurrence);
+  const bool whole_product =
+      !prepare_weights || (bf16_gemms && !amx_recurrence && bf16_recurrence == Bf16Recurrence::kBf16Mm);
   // AMX layers without projection keep the input projection and h in bf16 (ForwardCellsBf16Fn):
   // h rounded to bf16 is all its consumers (the next step's product, the output) ever take.
   const bool bf16_io = amx_recurrence && !s.has_proj;
@@ -346,6 +400,7 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   return {output, hy, c_state.to(dtype), gates, cells};
 }
 
+}  // namespace
 }  // namespace cpu
 
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
