@@ -439,3 +439,19 @@ class Problem:
                "grad_input": g[0], "grad_h0": g[1], "grad_c0": g[2]}
         res.update({"grad_" + n: gp for n, gp in zip(names, g[3:])})
         return out, res
+
+
+# Sizes and module configurations shared by test_module.py (numerics) and test_module_api.py
+# (interface).
+I, H, P = 3, 4, 2  # noqa: E741  (input, hidden and projection sizes, as in nn.LSTM's docs)
+SIZES = dict(input_size=I, hidden_size=H)
+NAMED_I, NAMED_H = 5, 7
+NAMED_SIZES = dict(input_size=NAMED_I, hidden_size=NAMED_H)
+NAMED_CONFIGS = {
+    "L1": dict(num_layers=1),
+    "L2-bi": dict(num_layers=2, bidirectional=True),
+    "L3-bf-proj": dict(num_layers=3, batch_first=True, proj_size=3),
+    "L2-bi-bf-proj": dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=4),
+    "L1-bi-nobias": dict(num_layers=1, bidirectional=True, bias=False),
+    "L3-bi": dict(num_layers=3, bidirectional=True),
+}

@@ -29,6 +29,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
 from tests.lstm_testing import (
+    NAMED_CONFIGS,
+    NAMED_H,
+    NAMED_I,
+    NAMED_SIZES,
+    SIZES,
+    H,
+    I,
+    P,
     Problem,
     assert_close,
     assert_lowp_ok,
@@ -40,8 +48,6 @@ from tests.lstm_testing import (
 )
 
 F64, F32 = torch.float64, torch.float32
-I, H, P = 3, 4, 2  # noqa: E741  (input, hidden and projection sizes, as in nn.LSTM's docs)
-SIZES = dict(input_size=I, hidden_size=H)
 
 LAYERS = (1, 2, 3)
 BIAS = (True, False)
@@ -91,17 +97,7 @@ def test_matrix_size():
 # ------------------------------------------------------------------------------------------------
 # Named configurations (I=5, H=7)
 # ------------------------------------------------------------------------------------------------
-NAMED_I, NAMED_H = 5, 7
-NAMED_SIZES = dict(input_size=NAMED_I, hidden_size=NAMED_H)
 NAMED_DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
-NAMED_CONFIGS = {
-    "L1": dict(num_layers=1),
-    "L2-bi": dict(num_layers=2, bidirectional=True),
-    "L3-bf-proj": dict(num_layers=3, batch_first=True, proj_size=3),
-    "L2-bi-bf-proj": dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=4),
-    "L1-bi-nobias": dict(num_layers=1, bidirectional=True, bias=False),
-    "L3-bi": dict(num_layers=3, bidirectional=True),
-}
 
 
 @pytest.mark.parametrize("dtype", NAMED_DTYPES)

@@ -13,6 +13,14 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 from tests.lstm_testing import (
+    NAMED_CONFIGS,
+    NAMED_H,
+    NAMED_I,
+    NAMED_SIZES,
+    SIZES,
+    H,
+    I,
+    P,
     Problem,
     assert_close,
     assert_lowp_ok,
@@ -24,8 +32,6 @@ from tests.lstm_testing import (
 )
 
 F64, F32 = torch.float64, torch.float32
-I, H, P = 3, 4, 2  # noqa: E741  (input, hidden and projection sizes, as in nn.LSTM's docs)
-SIZES = dict(input_size=I, hidden_size=H)
 CONFIGS = [
     dict(),
     dict(num_layers=3, bias=False, batch_first=True, dropout=0.25),
@@ -33,17 +39,7 @@ CONFIGS = [
     dict(num_layers=1, bidirectional=True, bias=False, proj_size=1, batch_first=True),
 ]
 CONFIG_IDS = ["default", "L3-nobias-bf-dropout", "L2-bi-proj", "L1-bi-nobias-proj-bf"]
-# The named configurations of tests/test_module.py, at its sizes.
-NAMED_I, NAMED_H = 5, 7
-NAMED_SIZES = dict(input_size=NAMED_I, hidden_size=NAMED_H)
-NAMED_CONFIGS = {
-    "L1": dict(num_layers=1),
-    "L2-bi": dict(num_layers=2, bidirectional=True),
-    "L3-bf-proj": dict(num_layers=3, batch_first=True, proj_size=3),
-    "L2-bi-bf-proj": dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=4),
-    "L1-bi-nobias": dict(num_layers=1, bidirectional=True, bias=False),
-    "L3-bi": dict(num_layers=3, bidirectional=True),
-}
+# NAMED_CONFIGS / NAMED_SIZES (tests/lstm_testing.py): the configurations test_module.py runs too.
 
 
 # ------------------------------------------------------------------------------------------------
