@@ -3,6 +3,7 @@
 # (.clang-format, version 19.1.7: other versions format differently) on csrc/; exits non-zero on
 # any violation. Python formatting is not checked: the code is not `ruff format`ted (its
 # hand-wrapped calls would all change), so only the rules in [tool.ruff.lint] are enforced.
+# Then the size limits on files and functions (scripts/check_sizes.py).
 # Usage (repo root or anywhere):  bash scripts/lint.sh [extra ruff arguments, e.g. --fix]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,4 +27,5 @@ fi
 clang-format --version
 find csrc \( -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh' \) -print0 |
   xargs -0 clang-format --dry-run --Werror
-echo "scripts/lint.sh: ruff and clang-format clean"
+python3 scripts/check_sizes.py
+echo "scripts/lint.sh: ruff, clang-format and the size limits clean"

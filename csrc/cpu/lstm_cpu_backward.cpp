@@ -1,8 +1,10 @@
-// CPU backward of the layer op (lstm_cpu.h): the reverse recurrence over unit blocks (carry
-// product per block, then that block's gate backward, Note [Recurrent GEMMs on CPU]) plugged into
-// lstm_layer_backward_impl (lstm_common.cpp), which runs the weight-gradient GEMMs.
+// CPU kernel of the backward op: the device-independent driver (layer_backward.h) with the CPU's
+// kernels: the reverse recurrence over unit blocks (carry product per block, then that block's
+// gate backward, Note [Recurrent GEMMs on CPU]), the per-step pointwise kernel for projections and
+// short sequences, pooled scratch memory and the measured GEMM choice.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
@@ -14,7 +16,8 @@
 #include "cpu/recurrence.h"
 #include "cpu/scratch_pool.h"
 #include "kernels/lstm_step.h"
-#include "lstm_common.h"
+#include "layer_args.h"
+#include "layer_backward.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -50,7 +53,7 @@ void backward_pointwise_cpu(const kernels::StepRows& step, int64_t hidden, const
 // (Note [Recurrent GEMMs on CPU]): block u's task first turns the previously processed step's
 // dgates into the carry reaching its units of h (dgates rows · W_hh[:, units]), adds that
 // step's grad_output, then runs the gate backward of its units. The same arithmetic as the
-// generic loop of lstm_layer_backward_impl, in the same order per element.
+// per-step loop of layer_backward, in the same order per element.
 bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
   // Short sequences: the generic per-step loop (at::mm), no preparation to amortise.
   if (static_cast<int64_t>(a.schedule.size()) < kMinStepsToPrepareWeights) return false;
@@ -136,20 +139,15 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
   return true;
 }
 
+BackwardResult layer_backward_cpu(const BackwardArgs& args) {
+  const bool bf16_gemms = args.input.scalar_type() == at::kBFloat16 && use_bf16_gemms();
+  return layer_backward(
+      args, {&backward_pointwise_cpu, &backward_recurrence_cpu, bf16_gemms, &cpu::scratch_empty, &cpu::linear});
+}
+
 }  // namespace
 
-BackwardResult lstm_layer_backward_cpu(const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
-                                       const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
-                                       const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
-                                       const c10::optional<Tensor>& weight_hr, const c10::optional<Tensor>& batch_sizes,
-                                       bool reverse, bool has_bias, const Tensor& output, const Tensor& gates,
-                                       const Tensor& cells, std::array<bool, 2> output_mask) {
-  return lstm_layer_backward_impl(
-      grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr, batch_sizes, reverse, has_bias,
-      output, gates, cells, output_mask,
-      {&backward_pointwise_cpu, &backward_recurrence_cpu, input.scalar_type() == at::kBFloat16 && use_bf16_gemms(),
-       &cpu::scratch_empty, &cpu::linear});
-}
+TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) { m.impl("lstm_layer_backward", &backward_op<&layer_backward_cpu>); }
 
 }  // namespace cpu
 }  // namespace fused_lstm

@@ -68,7 +68,7 @@ class BlockedOperand {
   std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
 };
 
-// bfloat16 products on AMX (Note [bfloat16 GEMMs on CPU] in lstm_cpu.cpp): B_u packed once per
+// bfloat16 products on AMX (Note [bfloat16 GEMMs on CPU] in lstm_cpu.h): B_u packed once per
 // call into oneDNN's VNNI layout (at::native::cpublas::pack), A in bf16, C accumulated in fp32 by
 // oneDNN's brgemm micro-kernel. Only where available() says so.
 class BlockedOperandBf16 {

@@ -16,7 +16,7 @@
 #include <exception>
 #include <vector>
 
-#include "lstm_common.h"
+#include "step_schedule.h"
 
 namespace fused_lstm {
 namespace cpu {

@@ -5,11 +5,12 @@
 // (Note [Persistent sequence kernels]) or, where its grid cannot be resident, one fused step
 // kernel per time step (Note [Fused forward step]). With a projection, a cuBLAS GEMM per step maps
 // o * tanh(c) to h, so that case always runs per step.
-// Backward: lstm_layer_backward_impl: without projection the reverse recurrence is one fused
-// CUDA launch (half, bfloat16, float: the tensor-core persistent kernel, Note [Tensor-core
-// backward recurrence]); otherwise, or where that kernel does not fit, the generic per-step loop
-// (cuBLAS carry GEMM + pointwise kernel, launched from the host every step). Weight gradients are
-// single cuBLAS GEMMs. Everything runs on the current stream of input's device.
+// Backward: the device-independent driver (layer_backward.h) with these kernels: without
+// projection the reverse recurrence is one fused CUDA launch (half, bfloat16, float: the
+// tensor-core persistent kernel, Note [Tensor-core backward recurrence]); otherwise, or where that
+// kernel does not fit, the generic per-step loop (cuBLAS carry GEMM + pointwise kernel, launched
+// from the host every step). Weight gradients are single cuBLAS GEMMs. Everything runs on the current stream of input's
+// device.
 //
 // Which kernels run is decided once per call by select_kernels (csrc/cuda_variants.h): only
 // variants that passed the GPU check unless others are asked for (Note [Verified CUDA kernel
@@ -43,7 +44,9 @@
 
 #include "cuda_variants.h"
 #include "kernels/lstm_cuda_kernels.cuh"
-#include "lstm_common.h"
+#include "layer_args.h"
+#include "layer_backward.h"
+#include "step_schedule.h"
 
 namespace fused_lstm {
 namespace {
@@ -112,28 +115,26 @@ kernels::DeviceLimits device_limits() {
   return {props->multiProcessorCount, props->sharedMemPerBlockOptin, forced};
 }
 
-ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih,
-                                      const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
-                                      const c10::optional<Tensor>& bias_hh, const c10::optional<Tensor>& weight_hr,
-                                      const c10::optional<Tensor>& batch_sizes, bool reverse, bool save_workspace) {
+ForwardResult layer_forward_cuda(const ForwardArgs& args) {
   // Below autograd: the op is differentiated by its backward op, never through its internals.
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerShape s = check_layer_arguments("fused_lstm.lstm_layer_forward", input, hx, cx, weight_ih, weight_hh,
-                                             bias_ih, bias_hh, weight_hr, batch_sizes);
+  const LayerShape s = check_forward_arguments(args);
+  const Tensor &input = args.input, &hx = args.hx, &cx = args.cx, &weight_ih = args.weight_ih;
+  const bool save_workspace = args.save_workspace;
   const c10::cuda::CUDAGuard device_guard(input.device());
   check_not_capturing("fused_lstm.lstm_layer_forward");
-  if (s.tokens == 0) return forward_without_tokens(s, input, hx, cx, save_workspace);
+  if (s.tokens == 0) return forward_without_tokens(s, args);
   const int64_t N = s.tokens, B = s.batch, H = s.hidden, P = s.proj;
   const auto dtype = input.scalar_type();
   const auto acc_type = opmath_type(dtype);
   const auto acc = input.options().dtype(acc_type);
 
   const Tensor input_proj = at::mm(input.reshape({N, s.input}), weight_ih.t());  // [N, 4H]
-  const Tensor w_hh = weight_hh.contiguous();
+  const Tensor w_hh = args.weight_hh.contiguous();
   const Tensor hx_c = hx.contiguous();
-  const Tensor b_ih = s.has_bias ? bias_ih->contiguous() : Tensor();
-  const Tensor b_hh = s.has_bias ? bias_hh->contiguous() : Tensor();
-  const Tensor w_hr_t = s.has_proj ? weight_hr->t() : Tensor();
+  const Tensor b_ih = s.has_bias ? args.bias_ih->contiguous() : Tensor();
+  const Tensor b_hh = s.has_bias ? args.bias_hh->contiguous() : Tensor();
+  const Tensor w_hr_t = s.has_proj ? args.weight_hr->t() : Tensor();
 
   Tensor output = at::empty({N, P}, input.options());
   Tensor c_state = cx.to(acc_type).contiguous().clone();
@@ -142,7 +143,7 @@ ForwardResult lstm_layer_forward_cuda(const Tensor& input, const Tensor& hx, con
   Tensor gates = save_workspace ? at::empty(per_token_shape(s, 4 * H), acc) : at::empty({0}, acc);
   Tensor cells = save_workspace ? at::empty(per_token_shape(s, H), acc) : at::empty({0}, acc);
 
-  const auto schedule = make_step_schedule(s, batch_sizes, reverse);
+  const auto schedule = make_step_schedule(s, args.batch_sizes, args.reverse);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const cuda::Selection kernels_used = select_kernels("fused_lstm.lstm_layer_forward", dtype, B, s.has_proj);
   const kernels::DeviceLimits limits = device_limits();
@@ -263,25 +264,17 @@ bool backward_recurrence_cuda(const BackwardRecurrenceArgs& a) {
   return ran;
 }
 
-BackwardResult lstm_layer_backward_cuda(const c10::optional<Tensor>& grad_output, const c10::optional<Tensor>& grad_hy,
-                                        const c10::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
-                                        const Tensor& cx, const Tensor& weight_ih, const Tensor& weight_hh,
-                                        const c10::optional<Tensor>& weight_hr,
-                                        const c10::optional<Tensor>& batch_sizes, bool reverse, bool has_bias,
-                                        const Tensor& output, const Tensor& gates, const Tensor& cells,
-                                        std::array<bool, 2> output_mask) {
-  const c10::cuda::CUDAGuard device_guard(input.device());
+BackwardResult layer_backward_cuda(const BackwardArgs& args) {
+  const c10::cuda::CUDAGuard device_guard(args.input.device());
   check_not_capturing("fused_lstm.lstm_layer_backward");
-  return lstm_layer_backward_impl(grad_output, grad_hy, grad_cy, input, hx, cx, weight_ih, weight_hh, weight_hr,
-                                  batch_sizes, reverse, has_bias, output, gates, cells, output_mask,
-                                  {&backward_pointwise_cuda, &backward_recurrence_cuda});
+  return layer_backward(args, {&backward_pointwise_cuda, &backward_recurrence_cuda});
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
-  m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
+  m.impl("lstm_layer_forward", &forward_op<&layer_forward_cuda>);
+  m.impl("lstm_layer_backward", &backward_op<&layer_backward_cuda>);
 }
 
 }  // namespace fused_lstm

@@ -1,0 +1,114 @@
+// The fused_lstm._C Python module: importing it registers the ops (lstm_ops.cpp and the device
+// files); its functions report how this build was made and what the kernels chose.
+#include <torch/extension.h>
+
+#include "cpu/gate_kernels.h"
+#include "cpu/gemm_choice.h"
+#include "cpu/packed_gemm.h"
+#include "cuda_variants.h"
+
+#ifndef FUSED_LSTM_BUILD_REASON
+#define FUSED_LSTM_BUILD_REASON "unknown"
+#endif
+#ifndef FUSED_LSTM_ARCH_LIST
+#define FUSED_LSTM_ARCH_LIST ""
+#endif
+
+namespace {
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+#ifdef FUSED_LSTM_WITH_CUDA
+  info["cuda_built"] = true;
+#else
+  info["cuda_built"] = false;
+#endif
+  info["why"] = FUSED_LSTM_BUILD_REASON;
+  info["arch_list"] = FUSED_LSTM_ARCH_LIST;
+  info["torch_version_built"] = TORCH_VERSION;
+  return info;
+}
+
+pybind11::list cuda_kernel_variants() {
+  pybind11::list variants;
+  for (const auto& info : fused_lstm::cuda::variant_table()) {
+    pybind11::dict entry;
+    entry["name"] = info.name;
+    entry["description"] = info.description;
+    entry["verified"] = info.verified_at != nullptr;
+    entry["verified_at"] = info.verified_at != nullptr ? pybind11::object(pybind11::str(info.verified_at))
+                                                       : pybind11::object(pybind11::none());
+    entry["verified_on"] = info.verified_on;
+    variants.append(entry);
+  }
+  return variants;
+}
+
+// The selection for a hypothetical call, with the environment as it is now (tests enumerate it
+// without a GPU).
+pybind11::dict cuda_kernel_selection(const std::string& dtype, int sm_major, int64_t batch, bool has_proj,
+                                     bool allow_tf32) {
+  using fused_lstm::cuda::DType;
+  DType kind;
+  if (dtype == "float16") {
+    kind = DType::kHalf;
+  } else if (dtype == "bfloat16") {
+    kind = DType::kBFloat16;
+  } else if (dtype == "float32") {
+    kind = DType::kFloat;
+  } else if (dtype == "float64") {
+    kind = DType::kDouble;
+  } else {
+    TORCH_CHECK_VALUE(false, "cuda_kernel_selection: dtype must be float16, bfloat16, float32 or float64, got '", dtype,
+                      "'");
+  }
+  const auto selection = fused_lstm::cuda::select_variants(
+      fused_lstm::cuda::selection_inputs(kind, sm_major, batch, has_proj, allow_tf32));
+  const auto names = [](const std::vector<fused_lstm::cuda::Variant>& variants) {
+    pybind11::list out;
+    for (auto v : variants) out.append(fused_lstm::cuda::variant_info(v).name);
+    return out;
+  };
+  pybind11::dict out;
+  out["forward"] = names(selection.forward);
+  out["backward"] = names(selection.backward);
+  out["tensor_cores"] = selection.tensor_cores;
+  out["split_tf32"] = selection.split_tf32;
+  out["mma_k_split"] = selection.mma_k_split;
+  out["refused"] = selection.refused;
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.doc() = "fused_lstm compiled ops (registered under torch.ops.fused_lstm)";
+  module.def("build_info", &build_info, "Facts about how this extension was built.");
+  module.def(
+      "cpu_instruction_set", [] { return std::string(fused_lstm::cpu::gate_kernels().instruction_set); },
+      "Which build of the CPU gate passes runs here: default, avx2 or avx512 (ATEN_CPU_CAPABILITY "
+      "overrides it, as for ATen's own kernels).");
+  module.def("cuda_kernel_variants", &cuda_kernel_variants,
+             "Every CUDA kernel variant, with the commit at which it last passed the GPU check (Note "
+             "[Verified CUDA kernel variants]).");
+  module.def("cuda_kernel_selection", &cuda_kernel_selection,
+             "The CUDA kernel variants a layer would run: (dtype, sm_major, batch, has_proj, allow_tf32).");
+  module.def(
+      "cpu_kernel_choices",
+      [] {
+        pybind11::list out;
+        for (const auto& choice : fused_lstm::cpu::kernel_choices()) {
+          pybind11::dict entry;
+          entry["shape_class"] = choice.shape_class;
+          entry["chosen"] = choice.chosen;
+          entry["how"] = choice.how;
+          out.append(entry);
+        }
+        return out;
+      },
+      "The GEMM kernels chosen so far in this process, per shape class, and how (Note [Measured GEMM "
+      "choice on CPU]).");
+  module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,
+             "Which kernels serve the CPU per-step recurrent products here (Note [Recurrent GEMMs "
+             "on CPU]).");
+}
