@@ -22,21 +22,23 @@
 // bf16 GEMMs (at::mm -> oneDNN; dgates rounded to bf16). The per-step recurrent product: on CPUs
 // with AMX (and H a multiple of 16, P even) each unit block multiplies h_prev rounded to bf16 by
 // its W_hh columns packed once per call in oneDNN's VNNI layout, accumulating in fp32
-// (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one bf16 at::mm per step or the
-// fp32 unit-block products, whichever is measured faster for the shape (Bf16Recurrence). The
-// gate pass computes in fp32; without a projection it reads the bf16 input projection as it is
-// and writes h rounded to bf16 (the next product and the output take nothing else: no widening
-// pass over [N, 4H], no per-step rounding of h, no final rounding of the output). The backward's
-// carry: on AMX with H a multiple of 64, dgates rounded to bf16 (written by the gate backward
-// alongside the fp32 ones, then also the large GEMMs' operand) times W_hh packed in bf16, as
-// oneDNN's bf16 LSTM does; otherwise fp32 (the fused recurrence) or, with a projection, bf16
-// at::mm per step. Measured on a 2-core Xeon with AMX: [6400,512]x[512,2048] 16 ms vs 112 ms in
-// fp32; T=100 B=64 H=512 bf16 inference 50 -> 22 ms with the bf16 gate-pass I/O and pooled
-// memory (nn.LSTM 21), fwd+bwd 136 -> 102 ms with the bf16 carry (nn.LSTM 130). at::mm's
-// products come out rounded to bf16 (nn.LSTM's oneDNN bf16 path keeps them in fp32), an extra
-// relative error of 2^-9 on each pre-activation term; the tests hold the result to the same bf16
-// error rule as before (within 2x nn.LSTM's own bf16 error).
-// FUSED_LSTM_CPU_BF16_GEMM=0 forces the fp32 GEMMs (=1 forces bf16 ones).
+// (BlockedOperandBf16, Note [Recurrent GEMMs on CPU]); elsewhere one bf16 at::mm per step, the
+// fp32 unit-block products or (AVX512_BF16 CPUs) bf16 unit-block products on a hand-written
+// dot-product kernel (Note [bf16 dot-product GEMM on CPU]), whichever is measured faster for the
+// shape (Bf16Recurrence). The gate pass computes in fp32; without a projection it reads the bf16
+// input projection as it is and writes h rounded to bf16 (the next product and the output take
+// nothing else: no widening pass over [N, 4H], no per-step rounding of h, no final rounding of the
+// output). The backward's carry: on AMX with H a multiple of 64, dgates rounded to bf16 (written
+// by the gate backward alongside the fp32 ones, then also the large GEMMs' operand) times W_hh
+// packed in bf16, as oneDNN's bf16 LSTM does; without AMX the same bf16 carry on the dot-product
+// kernel where it is measured faster than fp32 for the shape (bf16_dot_carry, gemm_choice.h);
+// otherwise fp32 (the fused recurrence) or, with a projection, bf16 at::mm per step. Measured on a
+// 2-core Xeon with AMX: [6400,512]x[512,2048] 16 ms vs 112 ms in fp32; T=100 B=64 H=512 bf16
+// inference 50 -> 22 ms with the bf16 gate-pass I/O and pooled memory (nn.LSTM 21), fwd+bwd 136 ->
+// 102 ms with the bf16 carry (nn.LSTM 130). at::mm's products come out rounded to bf16 (nn.LSTM's
+// oneDNN bf16 path keeps them in fp32), an extra relative error of 2^-9 on each pre-activation
+// term; the tests hold the result to the same bf16 error rule as before (within 2x nn.LSTM's own
+// bf16 error). FUSED_LSTM_CPU_BF16_GEMM=0 forces the fp32 GEMMs (=1 forces bf16 ones).
 #include "cpu/lstm_cpu.h"
 
 #include <ATen/ATen.h>
@@ -50,6 +52,7 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "cpu/gate_kernels.h"
@@ -138,18 +141,13 @@ ForwardResult forward_single_step(const LayerShape& s, const Tensor& input, cons
 // The recurrence of a bf16 layer without AMX (Note [bfloat16 GEMMs on CPU]): one bf16 at::mm of
 // the whole product per step, or the fp32 unit-block products of fp32 layers (h and W_hh in fp32;
 // more precise, and faster at some shapes: measured on a 2-core AMD EPYC, B=16 H=256 0.52 -> 0.64x
-// nn.LSTM, but B=64 H=512 0.86 -> 0.65x). Which is measured per shape (Note [Measured GEMM choice on
-// CPU]); FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_mm or fp32 pins one.
-enum class Bf16Recurrence { kBf16Mm, kFp32Blocks };
-
-int bf16_recurrence_from_env() {
-  const char* env = std::getenv("FUSED_LSTM_CPU_BF16_RECURRENCE");
-  if (env == nullptr || std::strcmp(env, "auto") == 0) return -1;
-  if (std::strcmp(env, "bf16_mm") == 0) return 0;
-  TORCH_CHECK_VALUE(std::strcmp(env, "fp32") == 0,
-                    "fused_lstm: FUSED_LSTM_CPU_BF16_RECURRENCE must be auto, bf16_mm or fp32, got '", env, "'");
-  return 1;
-}
+// nn.LSTM, but B=64 H=512 0.86 -> 0.65x), or -- on CPUs with AVX512_BF16 -- bf16 unit-block
+// products by the dot-product kernel (BlockedOperandBf16::Kernel::kBf16Dot, Note [bf16 dot-product
+// GEMM on CPU]), through the AMX path's code (h and the input projection in bf16). Which is
+// measured per shape (Note [Measured GEMM choice on CPU]); FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_mm,
+// fp32 or bf16_dot pins one (bf16_dot on a CPU without AVX512_BF16: a ValueError; read by
+// bf16_recurrence_from_env(), gemm_choice.h, which the backward's carry choice shares).
+enum class Bf16Recurrence { kBf16Mm, kFp32Blocks, kBf16Dot };  // (the candidates' order)
 
 ForwardResult forward_sequence(const LayerShape& s, const Tensor& input, const Tensor& hx, const Tensor& cx,
                                const Tensor& weight_ih, const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,
@@ -187,9 +185,16 @@ ForwardResult lstm_layer_forward_cpu(const Tensor& input, const Tensor& hx, cons
   key << "bf16 recurrence rows<=" << rows_class << " P=" << s.proj << " H=" << s.hidden
       << " threads=" << at::get_num_threads();
   // Measuring runs each candidate on this call's own operands; the winner's result is returned.
-  std::array<std::optional<ForwardResult>, 2> results;
+  // [bf16_dot hook] The dot-product kernel is a third candidate where the CPU runs it.
+  const bool bf16_dot = BlockedOperandBf16::bf16_dot_available();
+  TORCH_CHECK_VALUE(pinned != static_cast<int>(Bf16Recurrence::kBf16Dot) || bf16_dot,
+                    "fused_lstm: FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_dot needs a CPU with AVX512_BF16 (and "
+                    "ATEN_CPU_CAPABILITY avx512); this process has none");
+  std::vector<std::string> candidates = {"bf16_mm", "fp32"};
+  if (bf16_dot) candidates.push_back("bf16_dot");
+  std::array<std::optional<ForwardResult>, 3> results;
   const int chosen = fastest_candidate(
-      key.str(), {"bf16_mm", "fp32"}, [&](int i) { results[i] = run(static_cast<Bf16Recurrence>(i)); }, pinned);
+      key.str(), candidates, [&](int i) { results[i] = run(static_cast<Bf16Recurrence>(i)); }, pinned);
   return results[chosen].has_value() ? *results[chosen] : run(static_cast<Bf16Recurrence>(chosen));
 }
 
@@ -213,8 +218,12 @@ ForwardResult forward_sequence(const LayerShape& s, const Tensor& input, const T
   // preparation too: the whole product per step through at::mm, which packs internally.
   const bool bf16_gemms = dtype == at::kBFloat16 && use_bf16_gemms();
   const bool prepare_weights = s.steps >= kMinStepsToPrepareWeights;
-  const bool amx_recurrence =
-      prepare_weights && bf16_gemms && P % 2 == 0 && H % 16 == 0 && cpu::BlockedOperandBf16::available();
+  // [bf16_dot hook] "amx_recurrence": bf16 unit-block products (BlockedOperandBf16), by oneDNN on
+  // AMX or, where the measured choice says bf16_dot (only without the AMX path), by the
+  // AVX512_BF16 dot-product kernel (any H, P).
+  const bool dot_recurrence = prepare_weights && bf16_gemms && bf16_recurrence == Bf16Recurrence::kBf16Dot;
+  const bool amx_recurrence = dot_recurrence || (prepare_weights && bf16_gemms && P % 2 == 0 && H % 16 == 0 &&
+                                                 cpu::BlockedOperandBf16::available());
   const bool whole_product =
       !prepare_weights || (bf16_gemms && !amx_recurrence && bf16_recurrence == Bf16Recurrence::kBf16Mm);
   // AMX layers without projection keep the input projection and h in bf16 (ForwardCellsBf16Fn):
@@ -278,7 +287,9 @@ ForwardResult forward_sequence(const LayerShape& s, const Tensor& input, const T
     std::optional<cpu::BlockedOperand<scalar_t>> w_blocks;
     std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
     if (amx_recurrence) {
-      w_blocks_bf16.emplace(w_hh_blocked, block_column_begin(H, block, 4));
+      w_blocks_bf16.emplace(w_hh_blocked, block_column_begin(H, block, 4),
+                            dot_recurrence ? cpu::BlockedOperandBf16::Kernel::kBf16Dot
+                                           : cpu::BlockedOperandBf16::Kernel::kOneDnnAmx);  // [bf16_dot hook]
     } else if (!whole_product) {
       w_blocks.emplace(w_hh_blocked, block_column_begin(H, block, 4), B);
     }
