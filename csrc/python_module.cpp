@@ -2,6 +2,10 @@
 // files); its functions report how this build was made and what the kernels chose.
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <limits>
+#include <vector>
+
 #include "cpu/gate_kernels.h"
 #include "cpu/gemm_choice.h"
 #include "cpu/packed_gemm.h"
@@ -79,6 +83,31 @@ pybind11::dict cuda_kernel_selection(const std::string& dtype, int sm_major, int
   return out;
 }
 
+// Test-only (and for benchmarks): c = a · b through BlockedOperandBf16's dot-product kernel (Note
+// [bf16 dot-product GEMM on CPU]), b's columns split into the blocks that column_begin starts, each
+// block's product written at its columns of c (row stride n: wider than a block's). a: bf16
+// [m, k] with unit column stride (any row stride); b: [k, n], rounded to bf16. `repeats` runs
+// the products that many times (timing without Python's per-call overhead).
+at::Tensor bf16_dot_gemm_for_tests(const at::Tensor& a, const at::Tensor& b, std::vector<int64_t> column_begin,
+                                   int64_t repeats) {
+  using fused_lstm::cpu::BlockedOperandBf16;
+  TORCH_CHECK(BlockedOperandBf16::bf16_dot_available(),
+              "_bf16_dot_gemm_for_tests: this CPU (or ATEN_CPU_CAPABILITY) has no AVX512_BF16");
+  TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2 && a.scalar_type() == at::kBFloat16 && a.stride(1) == 1 &&
+                        a.size(1) == b.size(0) && column_begin.size() >= 2 && column_begin.front() == 0 &&
+                        column_begin.back() == b.size(1) && std::is_sorted(column_begin.begin(), column_begin.end()),
+                    "_bf16_dot_gemm_for_tests: bad arguments");
+  const int64_t m = a.size(0), n = b.size(1);
+  const BlockedOperandBf16 operand(b, column_begin, BlockedOperandBf16::Kernel::kBf16Dot);
+  at::Tensor c = at::full({m, n}, std::numeric_limits<float>::quiet_NaN(), a.options().dtype(at::kFloat));
+  for (int64_t r = 0; r < repeats; ++r) {
+    for (int64_t u = 0; u + 1 < static_cast<int64_t>(column_begin.size()); ++u) {
+      operand.multiply(u, m, a.const_data_ptr<c10::BFloat16>(), a.stride(0), c.data_ptr<float>() + column_begin[u], n);
+    }
+  }
+  return c;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -108,6 +137,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
       },
       "The GEMM kernels chosen so far in this process, per shape class, and how (Note [Measured GEMM "
       "choice on CPU]).");
+  module.def("_bf16_dot_gemm_for_tests", &bf16_dot_gemm_for_tests, pybind11::arg("a"), pybind11::arg("b"),
+             pybind11::arg("column_begin"), pybind11::arg("repeats") = 1,
+             "Test-only: a · b through the AVX512_BF16 dot-product kernel, b's columns in the given blocks "
+             "(Note [bf16 dot-product GEMM on CPU]).");
   module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,
              "Which kernels serve the CPU per-step recurrent products here (Note [Recurrent GEMMs "
              "on CPU]).");

@@ -97,6 +97,7 @@ CHECK = textwrap.dedent("""
         check_bf16(11, 32, threads, lengths=lengths)
         check_bf16(11, 128, threads, lengths=lengths)           # AMX carry in the backward
         check_bf16(5, 32, threads, proj=8)                      # AMX products of float h
+        check_bf16(17, 40, threads, proj=7)                     # odd depth (bf16 dot kernel)
         for dtype in (torch.float32, torch.float64):
             check(1, 20, dtype, threads)                       # too small to split: one block
             check(3, 130, dtype, threads, layers=2)            # 2 threads: block 32, partial 2
@@ -160,13 +161,29 @@ ENVIRONMENTS = {
     # bf16 layers without AMX: each recurrence strategy (on AMX hosts these change nothing)
     "bf16-mm": {"FUSED_LSTM_CPU_BF16_RECURRENCE": "bf16_mm"},
     "bf16-fp32": {"FUSED_LSTM_CPU_BF16_RECURRENCE": "fp32"},
+    # the AVX512_BF16 dot-product kernel (Note [bf16 dot-product GEMM on CPU]; skipped without it)
+    "bf16-dot": {"FUSED_LSTM_CPU_BF16_RECURRENCE": "bf16_dot"},
 }
 TUNING_VARIABLES = ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB",
                     "FUSED_LSTM_CPU_GEMM", "FUSED_LSTM_CPU_RECURRENT_GEMM",
                     "FUSED_LSTM_CPU_BF16_RECURRENCE")
 
 
-@pytest.mark.parametrize("environment", list(ENVIRONMENTS))
+def cpu_has_avx512_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+NEEDS_AVX512_BF16 = pytest.mark.skipif(
+    not cpu_has_avx512_bf16(), reason="the bf16 dot-product kernel needs a CPU with AVX512_BF16")
+
+
+@pytest.mark.parametrize("environment", [
+    pytest.param(name, marks=NEEDS_AVX512_BF16) if name == "bf16-dot" else name
+    for name in ENVIRONMENTS])
 def test_recurrent_paths_match_nn_lstm(environment):
     env = {k: v for k, v in os.environ.items() if k not in TUNING_VARIABLES}
     env.update(ENVIRONMENTS[environment])

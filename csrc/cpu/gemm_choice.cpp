@@ -273,6 +273,46 @@ RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool 
   return *kernel == "mkl_packed" ? RecurrentKernel::kMklPacked : RecurrentKernel::kBrgemm;
 }
 
+int bf16_recurrence_from_env() {
+  const std::string pinned = choice_from_env("FUSED_LSTM_CPU_BF16_RECURRENCE", {"bf16_mm", "fp32", "bf16_dot"});
+  if (pinned == "auto") return -1;
+  return pinned == "bf16_mm" ? 0 : pinned == "fp32" ? 1 : 2;
+}
+
+bool bf16_dot_carry(int64_t rows, int64_t k, int64_t n_block) {
+  if (!BlockedOperandBf16::bf16_dot_available()) return false;
+  const int pinned = bf16_recurrence_from_env();
+  if (pinned >= 0) return pinned == 2;
+  std::ostringstream key;
+  key << "bf16 carry rows<=" << round_up_pow2(rows) << " K=" << k << " N_block=" << n_block;
+  const std::string shape_class = key.str();
+  std::optional<std::string> kernel = cached(shape_class);
+  if (!kernel.has_value()) {
+    // As recurrent_kernel(): one block's product as one thread of the team runs it, on constant
+    // operands of this shape, ten products per timed run. The fp32 side is what would run instead
+    // (BlockedOperand<float>: MKL's packed path or brgemm, itself a measured choice).
+    const auto options = at::TensorOptions().dtype(at::kFloat);
+    const at::Tensor b = at::full({k, n_block}, 0.015625f, options);
+    const at::Tensor a = at::full({rows, k}, 0.5f, options);
+    const at::Tensor a16 = a.to(at::kBFloat16);
+    at::Tensor c = at::empty({rows, n_block}, options);
+    const std::vector<int64_t> one_block = {0, n_block};
+    const BlockedOperand<float> fp32(b, one_block, rows);
+    const BlockedOperandBf16 dot(b, one_block, BlockedOperandBf16::Kernel::kBf16Dot);
+    const double fp32_ms = fastest_ms([&] {
+      for (int i = 0; i < 10; ++i) fp32.multiply(0, rows, a.const_data_ptr<float>(), k, c.data_ptr<float>(), n_block);
+    });
+    const double dot_ms = fastest_ms([&] {
+      for (int i = 0; i < 10; ++i)
+        dot.multiply(0, rows, a16.const_data_ptr<c10::BFloat16>(), k, c.data_ptr<float>(), n_block);
+    });
+    remember(shape_class, dot_ms < fp32_ms ? "bf16_dot" : "fp32",
+             "measured (10 products): fp32 " + format_ms(fp32_ms) + ", bf16_dot " + format_ms(dot_ms));
+    kernel = cached(shape_class);
+  }
+  return *kernel == "bf16_dot";
+}
+
 std::vector<KernelChoice> kernel_choices() {
   Choices& c = choices();
   std::lock_guard<std::mutex> lock(c.mutex);
@@ -282,6 +322,7 @@ std::vector<KernelChoice> kernel_choices() {
 void check_gemm_choice_environment() {
   (void)big_gemm_from_env();
   (void)recurrent_from_env();
+  (void)bf16_recurrence_from_env();
 }
 
 }  // namespace cpu

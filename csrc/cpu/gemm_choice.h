@@ -52,6 +52,18 @@ enum class RecurrentKernel { kMklPacked, kBrgemm };
 // serve (mkl_packed_possible: MKL's packed API is there and rows >= kMklPackedMinRows).
 RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible);
 
+// FUSED_LSTM_CPU_BF16_RECURRENCE (bf16 layers without AMX's path, Note [bfloat16 GEMMs on CPU] in
+// lstm_cpu.cpp): -1 for auto (measured), else the index of the pinned strategy in the forward's
+// candidates: 0 bf16_mm, 1 fp32, 2 bf16_dot. ValueError for any other value.
+int bf16_recurrence_from_env();
+
+// Whether the backward's carry product of a bf16 layer without AMX's path -- dgates rounded to bf16
+// [rows, k] times a [k, n_block] block of W_hh -- runs on the AVX512_BF16 dot-product kernel
+// (BlockedOperandBf16::Kernel::kBf16Dot) rather than in fp32 (BlockedOperand<float>). Only where
+// the kernel is available; pinned by FUSED_LSTM_CPU_BF16_RECURRENCE (bf16_dot: yes; bf16_mm, fp32:
+// no), else measured per shape class as recurrent_kernel() does.
+bool bf16_dot_carry(int64_t rows, int64_t k, int64_t n_block);
+
 struct KernelChoice {
   std::string shape_class;  // e.g. "linear float32 M<=8192 K=512 N=2048 threads=2"
   std::string chosen;

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "cpu/gate_kernels.h"
@@ -106,19 +107,13 @@ ForwardResult forward_single_step(const LayerShape& s, const ForwardArgs& a) {
 }
 
 // The recurrence of a bf16 layer without AMX (Note [bfloat16 GEMMs on CPU]): one bf16 at::mm of
-// the whole product per step, or the fp32 unit-block products of fp32 layers (h and W_hh in fp32;
-// more precise, and faster at some shapes, slower at others). Which is measured per shape (Note
-// [Measured GEMM choice on CPU]); FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_mm or fp32 pins one.
-enum class Bf16Recurrence { kBf16Mm, kFp32Blocks };
-
-int bf16_recurrence_from_env() {
-  const char* env = std::getenv("FUSED_LSTM_CPU_BF16_RECURRENCE");
-  if (env == nullptr || std::strcmp(env, "auto") == 0) return -1;
-  if (std::strcmp(env, "bf16_mm") == 0) return 0;
-  TORCH_CHECK_VALUE(std::strcmp(env, "fp32") == 0,
-                    "fused_lstm: FUSED_LSTM_CPU_BF16_RECURRENCE must be auto, bf16_mm or fp32, got '", env, "'");
-  return 1;
-}
+// the whole product per step; the fp32 unit-block products of fp32 layers (h and W_hh in fp32;
+// more precise); or, on CPUs with AVX512_BF16, bf16 unit-block products on the dot-product kernel
+// (Note [bf16 dot-product GEMM on CPU]). Each is fastest at some shapes on some hosts, so which
+// runs is measured per shape (Note [Measured GEMM choice on CPU]);
+// FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_mm, fp32 or bf16_dot pins one (bf16_recurrence_from_env in
+// gemm_choice.h, shared with the backward's carry choice).
+enum class Bf16Recurrence { kBf16Mm, kFp32Blocks, kBf16Dot };  // (the candidates' order)
 
 // How the per-step recurrent product h_prev · W_hhᵀ runs (Note [Recurrent GEMMs on CPU]).
 enum class RecurrentProduct {
@@ -129,8 +124,9 @@ enum class RecurrentProduct {
   // Each unit block multiplies its slice of the prepared W_hhᵀ in the opmath type, inside the
   // step's region (BlockedOperand).
   kBlocks,
-  // The same in bf16 with float accumulation: bf16 layers on AMX (BlockedOperandBf16; blocks of
-  // a multiple of 16 units, P even, for oneDNN's VNNI packing).
+  // The same in bf16 with float accumulation (BlockedOperandBf16): bf16 layers on AMX (oneDNN's
+  // kernel: blocks of a multiple of 16 units, P even, for its VNNI packing) or on the
+  // AVX512_BF16 dot-product kernel where the measured choice takes it (any H, P).
   kBlocksBf16,
 };
 
@@ -138,6 +134,7 @@ enum class RecurrentProduct {
 // runs. Everything that varies by path below reads these fields.
 struct ForwardPlan {
   RecurrentProduct product;
+  cpu::BlockedOperandBf16::Kernel bf16_kernel;  // which kernel serves kBlocksBf16
   // A bf16 layer whose GEMMs run in bf16 (Note [bfloat16 GEMMs on CPU]): the input projection,
   // and a kWholeMm product.
   bool bf16_gemms;
@@ -156,6 +153,10 @@ ForwardPlan plan_forward(const LayerShape& s, at::ScalarType dtype, Bf16Recurren
     plan.product = RecurrentProduct::kWholeMm;
   } else if (plan.bf16_gemms && s.proj % 2 == 0 && s.hidden % 16 == 0 && cpu::BlockedOperandBf16::available()) {
     plan.product = RecurrentProduct::kBlocksBf16;
+    plan.bf16_kernel = cpu::BlockedOperandBf16::Kernel::kOneDnnAmx;
+  } else if (plan.bf16_gemms && bf16_recurrence == Bf16Recurrence::kBf16Dot) {
+    plan.product = RecurrentProduct::kBlocksBf16;
+    plan.bf16_kernel = cpu::BlockedOperandBf16::Kernel::kBf16Dot;
   } else if (plan.bf16_gemms && bf16_recurrence == Bf16Recurrence::kBf16Mm) {
     plan.product = RecurrentProduct::kWholeMm;
   } else {
@@ -287,7 +288,7 @@ class ForwardSteps {
       w_hh_blocked_ = prepared_forward_operand(a.weight_hh, H, block_, acc_type);
     }
     if (plan_.product == RecurrentProduct::kBlocksBf16) {
-      w_blocks_bf16_.emplace(w_hh_blocked_, columns);
+      w_blocks_bf16_.emplace(w_hh_blocked_, columns, plan_.bf16_kernel);
     } else {
       w_blocks_.emplace(w_hh_blocked_, columns, s_.batch);
     }
@@ -440,11 +441,18 @@ ForwardResult layer_forward_cpu(const ForwardArgs& args) {
   while (rows_class < s.batch) rows_class *= 2;
   key << "bf16 recurrence rows<=" << rows_class << " P=" << s.proj << " H=" << s.hidden
       << " threads=" << at::get_num_threads();
+  // The dot-product kernel is a candidate where this CPU runs it.
+  const bool bf16_dot = cpu::BlockedOperandBf16::bf16_dot_available();
+  TORCH_CHECK_VALUE(pinned != static_cast<int>(Bf16Recurrence::kBf16Dot) || bf16_dot,
+                    "fused_lstm: FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_dot needs a CPU with AVX512_BF16 (and "
+                    "ATEN_CPU_CAPABILITY avx512); this process has none");
+  std::vector<std::string> candidates = {"bf16_mm", "fp32"};
+  if (bf16_dot) candidates.push_back("bf16_dot");
   // Measuring runs each candidate on this call's own operands; the winner's result is returned.
-  std::array<std::optional<ForwardResult>, 2> results;
+  std::array<std::optional<ForwardResult>, 3> results;
   const int chosen = fastest_candidate(
-      key.str(), {"bf16_mm", "fp32"},
-      [&](int i) { results[i] = forward_sequence(args, s, static_cast<Bf16Recurrence>(i)); }, pinned);
+      key.str(), candidates, [&](int i) { results[i] = forward_sequence(args, s, static_cast<Bf16Recurrence>(i)); },
+      pinned);
   return results[chosen].has_value() ? *results[chosen]
                                      : forward_sequence(args, s, static_cast<Bf16Recurrence>(chosen));
 }

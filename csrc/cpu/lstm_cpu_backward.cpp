@@ -65,13 +65,20 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
   // on AMX (H a multiple of the 64-column panel) the carry then multiplies those in bf16 by W_hh
   // packed once per call, as oneDNN's bf16 LSTM does, instead of fp32 dgates by fp32 W_hh.
   const bool rounded_out = a.dgates_rounded.defined();  // so acc_type is float
-  const bool amx_carry =
+  const bool onednn_carry =
       rounded_out && H % cpu::BlockedOperandBf16::kPanel == 0 && cpu::BlockedOperandBf16::available();
+  // [bf16_dot hook] Elsewhere the AVX512_BF16 dot-product kernel may serve the same bf16 carry
+  // (any H): where bf16_dot_carry() measures it faster than the fp32 carry for one block's
+  // product, or FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_dot pins it. "amx_carry": either kernel.
+  const bool dot_carry =
+      rounded_out && !onednn_carry &&
+      cpu::bf16_dot_carry(B, 4 * H, recurrence_block_size(H, B, 4 * H, 1, /*align=*/16, sizeof(float)));
+  const bool amx_carry = onednn_carry || dot_carry;
   AT_DISPATCH_FLOATING_TYPES(acc_type, "lstm_backward_recurrence_cpu", [&] {
     const auto backward_cells = cpu::gate_kernels().backward<scalar_t>();
     const auto backward_cells_bf16_out = cpu::gate_kernels().backward_bf16_out;
     constexpr int64_t kPanel = cpu::BlockedOperandBf16::kPanel;
-    const int64_t block = recurrence_block_size(H, B, 4 * H, 1, amx_carry ? kPanel : 16, sizeof(scalar_t));
+    const int64_t block = recurrence_block_size(H, B, 4 * H, 1, onednn_carry ? kPanel : 16, sizeof(scalar_t));
     const int64_t num_blocks = (H + block - 1) / block;
     // B = W_hh, [4H, H]: block u's carry columns are its units' columns, read in place (fp32,
     // fp64) or packed in bf16 (amx_carry).
@@ -79,7 +86,9 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
     std::optional<cpu::BlockedOperandBf16> w_blocks_bf16;
     const Tensor w_hh = amx_carry ? a.weight_hh : a.weight_hh.to(acc_type).contiguous();
     if (amx_carry) {
-      w_blocks_bf16.emplace(w_hh, block_column_begin(H, block, 1));
+      w_blocks_bf16.emplace(
+          w_hh, block_column_begin(H, block, 1),
+          dot_carry ? cpu::BlockedOperandBf16::Kernel::kBf16Dot : cpu::BlockedOperandBf16::Kernel::kOneDnnAmx);
     } else {
       w_blocks.emplace(w_hh, block_column_begin(H, block, 1), B);
     }

@@ -11,6 +11,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "cpu/bf16_dot_gemm.h"
 #include "cpu/scratch_pool.h"
 
 namespace fused_lstm {
@@ -88,7 +89,12 @@ std::string recurrent_gemm_kernels() {
                          ? "MKL packed SGEMM or " + small + " from " + std::to_string(kMklPackedMinRows) +
                                " rows, whichever is measured faster per shape (cpu_kernel_choices()), else " + small
                          : small;
-  return "fp32: " + fp32 + "; bf16: " + (BlockedOperandBf16::available() ? "oneDNN AMX brgemm" : "at::mm per step");
+  const std::string bf16 =
+      BlockedOperandBf16::available() ? "oneDNN AMX brgemm"
+      : BlockedOperandBf16::bf16_dot_available()
+          ? "AVX512_BF16 dot-product kernel, bf16 at::mm per step or fp32, whichever is measured faster per shape"
+          : "at::mm per step";
+  return "fp32: " + fp32 + "; bf16: " + bf16;
 }
 
 template <typename scalar_t>
@@ -191,13 +197,31 @@ bool BlockedOperandBf16::available() {
 #endif
 }
 
-BlockedOperandBf16::BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin)
-    : k_(b.size(0)), column_begin_(std::move(column_begin)) {
-  TORCH_INTERNAL_ASSERT(available() && b.dim() == 2 && k_ % 2 == 0);
-  for (int64_t begin : column_begin_) TORCH_INTERNAL_ASSERT(begin % kPanel == 0);
-#if defined(CPUBLAS_BRGEMM_BF16BF16F32)
+bool BlockedOperandBf16::bf16_dot_available() { return bf16_dot_gemm_available(); }
+
+BlockedOperandBf16::BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin, Kernel kernel)
+    : kernel_(kernel), k_(b.size(0)), column_begin_(std::move(column_begin)) {
+  TORCH_INTERNAL_ASSERT(b.dim() == 2 && column_begin_.size() >= 2);
+  for (int64_t begin : column_begin_) TORCH_INTERNAL_ASSERT(begin % column_alignment(kernel_) == 0);
   const at::Tensor b16 = b.to(at::kBFloat16).contiguous();
   const int64_t n_total = b16.size(1);
+  if (kernel_ == Kernel::kBf16Dot) {
+    TORCH_INTERNAL_ASSERT(bf16_dot_available());
+    // Each block packed on its own (any width; Note [bf16 dot-product GEMM on CPU]).
+    int64_t size = 0;
+    for (size_t u = 0; u + 1 < column_begin_.size(); ++u) {
+      packed_begin_.push_back(size);
+      size += bf16_dot_packed_size(k_, column_begin_[u + 1] - column_begin_[u]);
+    }
+    packed_ = scratch_empty({size}, at::kBFloat16);
+    for (size_t u = 0; u + 1 < column_begin_.size(); ++u) {
+      bf16_dot_pack(k_, column_begin_[u + 1] - column_begin_[u], b16.const_data_ptr<c10::BFloat16>() + column_begin_[u],
+                    n_total, packed_.data_ptr<c10::BFloat16>() + packed_begin_[u]);
+    }
+    return;
+  }
+  TORCH_INTERNAL_ASSERT(available() && k_ % 2 == 0);
+#if defined(CPUBLAS_BRGEMM_BF16BF16F32)
   packed_ = scratch_empty({k_ * n_total}, at::kBFloat16);
   // oneDNN packs (and multiplies) B in panels of kPanel columns.
   for (int64_t column = 0; column < n_total; column += kPanel) {
@@ -212,6 +236,10 @@ void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16*
                                   int64_t ldc) const {
   const int64_t n = column_begin_[block + 1] - column_begin_[block];
   if (m == 0 || n == 0) return;
+  if (kernel_ == Kernel::kBf16Dot) {
+    bf16_dot_gemm(m, n, k_, a, lda, packed_.const_data_ptr<c10::BFloat16>() + packed_begin_[block], c, ldc);
+    return;
+  }
 #if defined(CPUBLAS_BRGEMM_BF16BF16F32)
   for (int64_t panel = 0; panel < n; panel += kPanel) {
     at::native::cpublas::brgemm(m, kPanel, k_, lda, /*ld_b=*/kPanel, ldc, /*add_C=*/false, a,
@@ -224,7 +252,8 @@ void BlockedOperandBf16::multiply(int64_t block, int64_t m, const c10::BFloat16*
 
 void BlockedOperandBf16::release_thread_state() {
 #if defined(CPUBLAS_BRGEMM_BF16BF16F32)
-  at::native::cpublas::brgemm_release(/*is_vnni=*/true);
+  static const bool amx = available();
+  if (amx) at::native::cpublas::brgemm_release(/*is_vnni=*/true);
 #endif
 }
 

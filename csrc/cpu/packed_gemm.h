@@ -68,31 +68,47 @@ class BlockedOperand {
   std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)
 };
 
-// bfloat16 products on AMX (Note [bfloat16 GEMMs on CPU] in lstm_cpu.h): B_u packed once per
-// call into oneDNN's VNNI layout (at::native::cpublas::pack), A in bf16, C accumulated in fp32 by
-// oneDNN's brgemm micro-kernel. Only where available() says so.
+// bfloat16 products (Note [bfloat16 GEMMs on CPU] in lstm_cpu.h): B_u packed once per call, A in
+// bf16, C accumulated in fp32, by one of two kernels:
+//  - kOneDnnAmx: oneDNN's brgemm micro-kernel on B packed in its VNNI layout
+//    (at::native::cpublas::pack), only where available() (ATen offers it with AMX only);
+//  - kBf16Dot: the AVX512_BF16 dot-product kernel (Note [bf16 dot-product GEMM on CPU] in
+//    bf16_dot_gemm.h), for CPUs with AVX512_BF16 but no AMX; only where bf16_dot_available().
 class BlockedOperandBf16 {
  public:
-  // Whether this build and CPU can: ATen's brgemm/pack for bf16 and a CPU with AMX.
+  enum class Kernel { kOneDnnAmx, kBf16Dot };
+
+  // Whether this build and CPU can run kOneDnnAmx: ATen's brgemm/pack for bf16 and a CPU with AMX.
   static bool available();
+  // Whether they can run kBf16Dot: AVX512_BF16 (and ATen's CPU capability AVX512).
+  static bool bf16_dot_available();
 
   // oneDNN's bf16 packing takes B in panels of this many columns.
   static constexpr int64_t kPanel = 64;
+  // What every column_begin must be a multiple of for `kernel`: kPanel for oneDNN's, nothing
+  // (1) for the dot-product kernel, which packs each block on its own and masks partial panels.
+  static constexpr int64_t column_alignment(Kernel kernel) { return kernel == Kernel::kOneDnnAmx ? kPanel : 1; }
 
-  // As BlockedOperand: b [k, n_total] (any floating dtype; rounded to bf16), k even, every
-  // column_begin a multiple of kPanel.
-  BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin);
+  // As BlockedOperand: b [k, n_total] (any floating dtype; rounded to bf16), every column_begin a
+  // multiple of column_alignment(kernel); kOneDnnAmx: k even.
+  BlockedOperandBf16(const at::Tensor& b, std::vector<int64_t> column_begin, Kernel kernel = Kernel::kOneDnnAmx);
 
-  // c[m, n_u] (fp32, row stride ldc) = a[m, k] (bf16, row stride lda) · B_u.
+  // c[m, n_u] (fp32, row stride ldc) = a[m, k] (bf16, row stride lda) · B_u. Uses the calling
+  // thread only.
   void multiply(int64_t block, int64_t m, const c10::BFloat16* a, int64_t lda, float* c, int64_t ldc) const;
 
-  // To call at the end of each task that multiplied: releases the thread's AMX state.
+  // To call at the end of each task that multiplied: releases the thread's AMX state (nothing
+  // where kOneDnnAmx is not available).
   static void release_thread_state();
 
  private:
+  Kernel kernel_;
   int64_t k_;
   std::vector<int64_t> column_begin_;
-  at::Tensor packed_;  // block u's packed [k, n_u] at k * column_begin[u] (scratch memory)
+  // kOneDnnAmx: block u's packed [k, n_u] at k * column_begin[u]; kBf16Dot: at packed_begin_[u]
+  // (scratch memory)
+  at::Tensor packed_;
+  std::vector<int64_t> packed_begin_;
 };
 
 // MKL's packed path serves batches of at least this many rows (Note [Recurrent GEMMs on CPU]).
