@@ -3,7 +3,7 @@
 //
 // Note [bf16 dot-product GEMM on CPU]
 // oneDNN's bf16 brgemm with a VNNI-packed B (BlockedOperandBf16's AMX path, Note [bfloat16 GEMMs
-// on CPU] in lstm_cpu.cpp) is offered by ATen only where the CPU has AMX; on AVX512_BF16 CPUs
+// on CPU] in lstm_cpu.h) is offered by ATen only where the CPU has AMX; on AVX512_BF16 CPUs
 // without it (AMD Zen 4, Intel Cooper Lake) ATen runs bf16 brgemm on an unpacked B, slower than
 // fp32. This kernel fills that gap with vdpbf16ps (_mm512_dpbf16_ps: 16 fp32 lanes, each adding
 // the products of one pair of bf16 values):

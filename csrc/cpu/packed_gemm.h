@@ -21,7 +21,7 @@
 //  - fp64 (and builds without brgemm): at::mm_out on views of the buffers.
 // Calls of fewer than 4 steps (T=1 decoding) skip all this: preparing the operands costs about
 // as much as a few steps, so they multiply the whole product per step through at::mm
-// (kMinStepsToPrepareWeights in lstm_cpu.cpp).
+// (kMinStepsToPrepareWeights in recurrence.h).
 #pragma once
 
 #include <ATen/ATen.h>
