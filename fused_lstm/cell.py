@@ -96,6 +96,23 @@ class LSTMCell(_FusedModule):
         return tuple(params[name] if name in params else getattr(self, name)
                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
+    @staticmethod
+    def _raise_for_states(hx, is_batched: bool) -> None:
+        # nn.LSTMCell's checks of hx's length and dims, in its order.
+        state_dims = [value.dim() for value in hx]
+        for index, value_dim in enumerate(state_dims):
+            if value_dim != 2 and value_dim != 1:
+                raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
+                                 f"{value_dim}D instead")
+        if len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
+        expected = 2 if is_batched else 1
+        if state_dims[0] != expected or state_dims[1] != expected:
+            kind = "batched 2-D" if is_batched else "unbatched 1-D"
+            raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
+                               f"{expected}-D but got ({state_dims[0]}-D, {state_dims[1]}-D) "
+                               "tensors")
+
     def forward(self, input: Tensor,
                 hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
         # Checks in nn.LSTMCell's order, with its exception classes and messages (theirs come
@@ -110,19 +127,8 @@ class LSTMCell(_FusedModule):
             if not isinstance(hx, (tuple, list)):
                 raise TypeError("LSTMCell: expected hx to be a tuple (h_0, c_0) of two tensors, "
                                 f"got {type(hx).__name__}")
-            state_dims = [value.dim() for value in hx]
-            for index, value_dim in enumerate(state_dims):
-                if value_dim != 2 and value_dim != 1:
-                    raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
-                                     f"{value_dim}D instead")
-            if len(hx) != 2:
-                raise RuntimeError("lstm_cell expects two hidden states")
-            expected = 2 if is_batched else 1
-            if state_dims[0] != expected or state_dims[1] != expected:
-                kind = "batched 2-D" if is_batched else "unbatched 1-D"
-                raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
-                                   f"{expected}-D but got ({state_dims[0]}-D, {state_dims[1]}-D) "
-                                   "tensors")
+            if len(hx) != 2 or hx[0].dim() != input_dim or hx[1].dim() != input_dim:
+                self._raise_for_states(hx, is_batched)  # (the checks below all pass otherwise)
             h, c = hx[0], hx[1]
             if not is_batched:
                 input, h, c = input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)

@@ -262,19 +262,41 @@ class _LSTMLayerEager(torch.autograd.Function):
         return _layer_backward(ctx, ctx.saved_tensors, grad_output, grad_hy, grad_cy)
 
 
+# Note [Cell steps as packed input]
+# A cell step's input is [B, I]; the op wants [1, B, I], or packed data [N, I] with batch_sizes.
+# With batch_sizes = [B], [B, I] is already packed data of one step: no unsqueeze (a view op,
+# about 1 us with grad mode on) and no reshape of the input's gradient, and the op computes the
+# same (bitwise: the same single-step path, Note [Single steps on CPU] in
+# csrc/cpu/lstm_cpu.cpp). Done on CPU for the batches that path takes, where a microsecond is a
+# visible part of a step; one constant batch_sizes tensor per batch size, never exposed (not
+# saved for backward either: the backward takes the same constant again).
+_PACKED_STEP_MAX_ROWS = 8
+_STEP_BATCH_SIZES = tuple(torch.tensor([rows]) for rows in range(_PACKED_STEP_MAX_ROWS + 1))
+
+
+def _cell_step_layout(input: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+    """``(op input, batch_sizes)`` of a cell step's ``[B, I]`` input (Note [Cell steps as
+    packed input])."""
+    rows = input.size(0)
+    if input.is_cpu and 0 < rows <= _PACKED_STEP_MAX_ROWS:
+        return input, _STEP_BATCH_SIZES[rows]
+    return input.unsqueeze(0), None
+
+
 class _LSTMCellEager(torch.autograd.Function):
     """One LSTMCell step in plain eager training (as _LSTMLayerEager, which see): ``apply(input,
     hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)`` with ``input`` ``[B, I]`` returns ``(hy,
     cy)``. Two outputs rather than the layer's three (each output costs autograd bookkeeping);
     the layer's output, the same values as hy, is saved for the backward op. The input is
-    saved as given and made ``[1, B, I]`` again in backward, where a second derivative can see
-    it (Note [Higher-order autograd])."""
+    saved as given and laid out for the op again in backward (Note [Cell steps as packed
+    input]), where a second derivative can see it (Note [Higher-order autograd])."""
 
     @staticmethod
     def forward(ctx, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
         save = ctx.has_workspace = any(ctx.needs_input_grad)
+        op_input, batch_sizes = _cell_step_layout(input)
         output, hy, cy, gates, cells = _ops.lstm_layer_forward(
-            input.unsqueeze(0), hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, None, None, False,
+            op_input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, None, batch_sizes, False,
             save)
         ctx.set_materialize_grads(False)
         ctx.reverse = False
@@ -288,14 +310,15 @@ class _LSTMCellEager(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_hy, grad_cy):
         s = ctx.saved_tensors
-        grads = _layer_backward(ctx, (s[0].unsqueeze(0), *s[1:7], None, None, *s[7:]), None,
+        op_input, batch_sizes = _cell_step_layout(s[0])
+        grads = _layer_backward(ctx, (op_input, *s[1:7], None, batch_sizes, *s[7:]), None,
                                 grad_hy, grad_cy)
         grad_input = grads[0]
-        return (None if grad_input is None else grad_input.squeeze(0), *grads[1:7])
+        if grad_input is not None and batch_sizes is None:
+            grad_input = grad_input.squeeze(0)
+        return (grad_input, *grads[1:7])
 
 
-# autograd.Function.apply's C++ part, bound once (Function.apply adds a Python frame and, for
-# Functions with setup_context, an inspect.signature binding of the arguments)
 class _LSTMModuleLayerEager(torch.autograd.Function):
     """A one-layer, one-direction fused_lstm.LSTM in plain eager training (as _LSTMLayerEager,
     which see): ``apply(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
@@ -551,8 +574,9 @@ def run_cell(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor, weight_hh
                                bias_ih if bias_ih is None else unwrap_if_dead(bias_ih),
                                bias_hh if bias_hh is None else unwrap_if_dead(bias_hh))
         # Nothing to differentiate: the op itself (run_layer's choice, one call less).
-        return _ops.lstm_layer_forward(input.unsqueeze(0), hx, cx, weight_ih, weight_hh, bias_ih,
-                                       bias_hh, None, None, False, False)[1:3]
+        op_input, batch_sizes = _cell_step_layout(input)
+        return _ops.lstm_layer_forward(op_input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                       None, batch_sizes, False, False)[1:3]
     _, hy, cy = run_layer(input.unsqueeze(0), hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
                           None, None, False)
     return hy, cy
