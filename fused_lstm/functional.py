@@ -294,7 +294,11 @@ class _LSTMCellEager(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh):
         save = ctx.has_workspace = any(ctx.needs_input_grad)
-        op_input, batch_sizes = _cell_step_layout(input)
+        rows = input.size(0)  # _cell_step_layout, inlined
+        if input.is_cpu and 0 < rows <= _PACKED_STEP_MAX_ROWS:
+            op_input, batch_sizes = input, _STEP_BATCH_SIZES[rows]
+        else:
+            op_input, batch_sizes = input.unsqueeze(0), None
         output, hy, cy, gates, cells = _ops.lstm_layer_forward(
             op_input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, None, batch_sizes, False,
             save)
@@ -317,6 +321,17 @@ class _LSTMCellEager(torch.autograd.Function):
         if grad_input is not None and batch_sizes is None:
             grad_input = grad_input.squeeze(0)
         return (grad_input, *grads[1:7])
+
+
+def _module_states(output: Tensor, hy: Tensor, cy: Tensor,
+                   batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(output, h_n, c_n)`` of a one-layer forward module from the op's fresh outputs, h_n
+    and c_n ``[1, B, .]``: reshaped in place (no copy, and not views, as nn.LSTM's are not:
+    ``h_n.detach_()`` works). One step, padded: the op's output [1, B, P] holds exactly hy's
+    values, so it serves as h_n and hy, reshaped, as the output: one reshape less."""
+    if batch_sizes is None and output.size(0) == 1:
+        return hy.unsqueeze_(0), output, cy.unsqueeze_(0)
+    return output, hy.unsqueeze_(0), cy.unsqueeze_(0)
 
 
 class _LSTMModuleLayerEager(torch.autograd.Function):
@@ -343,7 +358,7 @@ class _LSTMModuleLayerEager(torch.autograd.Function):
         else:
             ctx.save_for_backward(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh,
                                   weight_hr, batch_sizes)
-        return output, hy.unsqueeze_(0), cy.unsqueeze_(0)
+        return _module_states(output, hy, cy, batch_sizes)
 
     @staticmethod
     def backward(ctx, grad_output, grad_h_n, grad_c_n):
@@ -553,7 +568,7 @@ def run_module_layer(input: Tensor, h_0: Tensor, c_0: Tensor, weight_ih: Tensor,
         output, hy, cy, _, _ = _ops.lstm_layer_forward(
             input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
             batch_sizes, False, False)
-        return output, hy.unsqueeze_(0), cy.unsqueeze_(0)
+        return _module_states(output, hy, cy, batch_sizes)
     output, hy, cy = run_layer(input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh,
                                weight_hr, batch_sizes, False)
     return output, torch.stack((hy,)), torch.stack((cy,))
