@@ -18,7 +18,7 @@ from ._base import (
     _FusedModule,
     _route_to_aten,
 )
-from .functional import run_cell
+from ._eager import run_cell
 
 
 def _lstm_cell_composite(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor,

@@ -22,8 +22,9 @@ from ._base import (
     _in_onnx_export,
     _route_to_aten,
 )
+from ._eager import run_module_layer
 from ._ops import check_batch_sizes_not_vmapped
-from .functional import run_layer, run_module_layer
+from .functional import run_layer
 
 # Note [Argument checks]
 # One place checks a layer's arguments: the op (check_layer_arguments in csrc/lstm_common.cpp),
