@@ -256,7 +256,7 @@ class LSTM(_FusedModule):
         packed = isinstance(orig_input, PackedSequence)
         if packed:
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
-            check_batch_sizes_not_vmapped(batch_sizes)
+            check_batch_sizes_not_vmapped(batch_sizes)  # before int(batch_sizes[0]) reads it
             if batch_sizes.numel() == 0:  # nn.LSTM fails here with an IndexError too
                 raise IndexError("LSTM: expected a PackedSequence with at least one time step, "
                                  "got an empty batch_sizes")
@@ -269,7 +269,7 @@ class LSTM(_FusedModule):
                 "(PackedSequence.data.size(0))"))
         else:
             input_dim = input.dim()
-            if input_dim != 3 and input_dim != 2:
+            if input_dim != 3 and input_dim != 2:  # nn.LSTM's message (the op's names the op)
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input_dim}D instead")
             is_batched = input_dim == 3
             if not is_batched:
@@ -287,12 +287,12 @@ class LSTM(_FusedModule):
             # torch.compile(fullgraph=True) cannot reconcile with the first).
             self.check_input(input, batch_sizes)
         else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:  # before hx[0] is read
                 raise TypeError("LSTM: expected hx to be a tuple (h_0, c_0) of two tensors, got "
                                 f"{type(hx).__name__}")
             if batch_sizes is None:
                 expected = 3 if is_batched else 2
-                if hx[0].dim() != expected or hx[1].dim() != expected:
+                if hx[0].dim() != expected or hx[1].dim() != expected:  # nn.LSTM's message
                     kind = "batched 3-D" if is_batched else "unbatched 2-D"
                     raise RuntimeError(
                         f"For {kind} input, hx and cx should also be {expected}-D but got "
@@ -302,7 +302,8 @@ class LSTM(_FusedModule):
             else:
                 # Each state row must match the sequence the user passed in that position.
                 hx = (hx[0], hx[1])
-            # Checked before the permutation, so a wrong batch size gets the size message.
+            # nn.LSTM's checks and messages; before the permutation, so a wrong batch size gets
+            # the size message.
             if batch_sizes is None and not self._nn_checks_overridden:
                 self._check_padded_forward_args(input, hx)  # the same, in fewer calls
             else:
