@@ -53,7 +53,7 @@ class _LSTMCellEager(torch.autograd.Function):
             op_input, batch_sizes = input, _STEP_BATCH_SIZES[rows]
         else:
             op_input, batch_sizes = input.unsqueeze(0), None
-        output, hy, cy, gates, cells = _ops.lstm_layer_forward(
+        output, hy, cy, gates, cells = _ops.eager_forward()(
             op_input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, None, batch_sizes, False,
             save)
         ctx.set_materialize_grads(False)
@@ -101,7 +101,7 @@ class _LSTMModuleLayerEager(torch.autograd.Function):
     def forward(ctx, input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                 batch_sizes):
         save = ctx.has_workspace = any(ctx.needs_input_grad)
-        output, hy, cy, gates, cells = _ops.lstm_layer_forward(
+        output, hy, cy, gates, cells = _ops.eager_forward()(
             input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
             batch_sizes, False, save)
         ctx.set_materialize_grads(False)
@@ -158,7 +158,7 @@ def run_module_layer(input: Tensor, h_0: Tensor, c_0: Tensor, weight_ih: Tensor,
                 weight_hr if weight_hr is None else unwrap_if_dead(weight_hr), batch_sizes)
         # Nothing to differentiate: the op itself (run_layer's choice), its states reshaped in
         # place (fresh tensors: no copy, and not views).
-        output, hy, cy, _, _ = _ops.lstm_layer_forward(
+        output, hy, cy, _, _ = _ops.eager_forward()(
             input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
             batch_sizes, False, False)
         return _module_states(output, hy, cy, batch_sizes)
@@ -183,7 +183,7 @@ def run_cell(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor, weight_hh
                                bias_hh if bias_hh is None else unwrap_if_dead(bias_hh))
         # Nothing to differentiate: the op itself (run_layer's choice, one call less).
         op_input, batch_sizes = _cell_step_layout(input)
-        return _ops.lstm_layer_forward(op_input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+        return _ops.eager_forward()(op_input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
                                        None, batch_sizes, False, False)[1:3]
     _, hy, cy = run_layer(input.unsqueeze(0), hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
                           None, None, False)
