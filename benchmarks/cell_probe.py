@@ -4,7 +4,9 @@ calls that carry (h, c), as a decoding loop makes them, with and without grad.
 
 Per call overhead (the Python module, the autograd Function, the op's fixed costs) is what these
 measure; see Note [Single steps on CPU] in csrc/cpu/lstm_cpu.cpp. Both implementations are timed
-in the same process, alternately, 100 calls per sample, the median of the samples.
+in the same process, alternately (--rounds rounds), 100 calls per sample; each case's time is
+the least over the rounds of the median of its samples (other load on a shared host only ever
+adds time). "cell/T=1" is fused LSTMCell over fused LSTM T=1 (> 1: the T=1 call is cheaper).
 
     python3 benchmarks/cell_probe.py                        # B=1 H=128, B=1 H=256, B=8 H=512
     python3 benchmarks/cell_probe.py --config 1,128 --samples 5
@@ -32,7 +34,7 @@ def per_call_us(fn, calls: int, samples: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def probe(batch: int, hidden: int, grad: bool, calls: int, samples: int) -> dict:
+def probe(batch: int, hidden: int, grad: bool, calls: int, samples: int, rounds: int) -> dict:
     torch.manual_seed(0)
     nn_cell = torch.nn.LSTMCell(hidden, hidden)
     fused_cell = fused_lstm.LSTMCell.from_torch(nn_cell)
@@ -50,13 +52,14 @@ def probe(batch: int, hidden: int, grad: bool, calls: int, samples: int) -> dict
         for fn in cases.values():  # warm-up: first calls choose kernels, allocate, JIT
             per_call_us(fn, calls, 2)
         times = {name: [] for name in cases}
-        for _ in range(2):  # alternate, so that load changes hit both alike
+        for _ in range(rounds):  # alternate, so that load changes hit both alike
             for name, fn in cases.items():
                 times[name].append(per_call_us(fn, calls, samples))
     us = {name: min(values) for name, values in times.items()}
     return {"B": batch, "H": hidden, "grad": grad, "us": us,
             "cell_ratio": us["nn.LSTMCell"] / us["fused.LSTMCell"],
-            "step_ratio": us["nn.LSTM T=1"] / us["fused.LSTM T=1"]}
+            "step_ratio": us["nn.LSTM T=1"] / us["fused.LSTM T=1"],
+            "fused_cell_over_step": us["fused.LSTMCell"] / us["fused.LSTM T=1"]}
 
 
 def main(argv=None) -> int:
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
                         help="batch and hidden size (repeatable; default: 1,128 1,256 8,512)")
     parser.add_argument("--calls", type=int, default=100, help="calls per sample (default 100)")
     parser.add_argument("--samples", type=int, default=21, help="samples per case (default 21)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds over the cases (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args(argv)
     if args.threads:
@@ -74,12 +79,13 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; us per call, nn / fused")
     for batch, hidden in configs:
         for grad in (False, True):
-            r = probe(batch, hidden, grad, args.calls, args.samples)
+            r = probe(batch, hidden, grad, args.calls, args.samples, args.rounds)
             us = r["us"]
             print(f"B={batch} H={hidden} {'grad   ' if grad else 'no grad'}: "
                   f"LSTMCell {us['nn.LSTMCell']:.1f} / {us['fused.LSTMCell']:.1f} "
                   f"({r['cell_ratio']:.2f}x); LSTM T=1 {us['nn.LSTM T=1']:.1f} / "
-                  f"{us['fused.LSTM T=1']:.1f} ({r['step_ratio']:.2f}x)", flush=True)
+                  f"{us['fused.LSTM T=1']:.1f} ({r['step_ratio']:.2f}x); fused cell/T=1 "
+                  f"{r['fused_cell_over_step']:.2f}", flush=True)
     return 0
 
 

@@ -12,6 +12,21 @@ from . import _C  # noqa: F401  (loads the extension, which registers torch.ops.
 lstm_layer_forward = torch.ops.fused_lstm.lstm_layer_forward
 lstm_layer_backward = torch.ops.fused_lstm.lstm_layer_backward
 
+# The forward packet's own C++ callable, for the plain-eager hot paths (fused_lstm/_eager.py):
+# OpOverloadPacket.__call__ is a Python frame around it (about 0.5 us of a ~20 us cell step)
+# that does something else only for torchbind overloads, which this op has none of. Those paths
+# call it only while lstm_layer_forward is still the packet (tests replace it to count calls);
+# torch.compile'd code keeps the packet, which dynamo knows.
+FORWARD_PACKET = lstm_layer_forward
+FORWARD_CALLABLE = getattr(lstm_layer_forward, "_op", lstm_layer_forward)
+
+
+def eager_forward():
+    """The forward op for plain eager calls: FORWARD_CALLABLE, unless lstm_layer_forward was
+    replaced."""
+    forward = lstm_layer_forward
+    return FORWARD_CALLABLE if forward is FORWARD_PACKET else forward
+
 
 def _opmath_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -18,7 +18,7 @@ from ._base import (
     _FusedModule,
     _route_to_aten,
 )
-from .functional import lstm_layer
+from ._eager import run_cell
 
 
 def _lstm_cell_composite(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor,
@@ -96,76 +96,94 @@ class LSTMCell(_FusedModule):
         return tuple(params[name] if name in params else getattr(self, name)
                      for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
 
+    @staticmethod
+    def _raise_for_states(hx, is_batched: bool) -> None:
+        # nn.LSTMCell's checks of hx's length and dims, in its order.
+        state_dims = [value.dim() for value in hx]
+        for index, value_dim in enumerate(state_dims):
+            if value_dim != 2 and value_dim != 1:
+                raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
+                                 f"{value_dim}D instead")
+        if len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
+        expected = 2 if is_batched else 1
+        if state_dims[0] != expected or state_dims[1] != expected:
+            kind = "batched 2-D" if is_batched else "unbatched 1-D"
+            raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
+                               f"{expected}-D but got ({state_dims[0]}-D, {state_dims[1]}-D) "
+                               "tensors")
+
     def forward(self, input: Tensor,
                 hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
-        # Checks in nn.LSTMCell's order, with its exception classes and (where it has one that
-        # names the argument) its messages: theirs come from aten's lstm_cell.
+        # Checks in nn.LSTMCell's order, with its exception classes and messages (theirs come
+        # from aten's lstm_cell), before anything runs: the op checks the rest (Note [Argument
+        # checks] in modules.py). Written for a cheap common case (a step costs tens of us).
         input_dim = input.dim()
-        if input_dim not in (1, 2):
+        if input_dim != 2 and input_dim != 1:
             raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input_dim}D instead")
         is_batched = input_dim == 2
+        hidden_size = self.hidden_size
         if hx is not None:
             if not isinstance(hx, (tuple, list)):
                 raise TypeError("LSTMCell: expected hx to be a tuple (h_0, c_0) of two tensors, "
                                 f"got {type(hx).__name__}")
-            state_dims = [value.dim() for value in hx]
-            for index, value_dim in enumerate(state_dims):
-                if value_dim not in (1, 2):
-                    raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
-                                     f"{value_dim}D instead")
-            if len(hx) != 2:
-                raise RuntimeError("lstm_cell expects two hidden states")
-            expected = 2 if is_batched else 1
-            if state_dims[0] != expected or state_dims[1] != expected:
-                kind = "batched 2-D" if is_batched else "unbatched 1-D"
-                raise RuntimeError(f"LSTMCell: for {kind} input, hx[0] and hx[1] should also be "
-                                   f"{expected}-D but got ({state_dims[0]}-D, {state_dims[1]}-D) "
-                                   "tensors")
-        if not is_batched:
-            input = input.unsqueeze(0)
-        batch, input_size = input.shape
-        if hx is None:
+            if len(hx) != 2 or hx[0].dim() != input_dim or hx[1].dim() != input_dim:
+                self._raise_for_states(hx, is_batched)  # (the checks below all pass otherwise)
+            h, c = hx[0], hx[1]
+            if not is_batched:
+                input, h, c = input.unsqueeze(0), h.unsqueeze(0), c.unsqueeze(0)
+            batch, input_size = input.shape
+        else:
+            if not is_batched:
+                input = input.unsqueeze(0)
+            batch, input_size = input.shape
             # Two tensors, not one twice: dynamo cannot trace an autograd.Function that gets the
             # same tensor as two inputs.
-            zeros = dict(dtype=input.dtype, device=input.device)
-            hx = (torch.zeros(batch, self.hidden_size, **zeros),
-                  torch.zeros(batch, self.hidden_size, **zeros))
-        else:
-            hx = (hx[0], hx[1]) if is_batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+            h = torch.zeros(batch, hidden_size, dtype=input.dtype, device=input.device)
+            c = torch.zeros(batch, hidden_size, dtype=input.dtype, device=input.device)
 
         if input_size != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input_size} expected "
                                f"{self.input_size}")
-        for index, state in enumerate(hx):
-            state_batch, state_hidden = state.shape
-            if state_batch != batch:
-                raise RuntimeError(f"Input batch size {batch} doesn't match "
-                                   f"hidden{index} batch size {state_batch}")
-            if state_hidden != self.hidden_size:
-                raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got "
-                                   f"{state_hidden}, expected {self.hidden_size}")
+        expected_shape = (batch, hidden_size)
+        if h.shape != expected_shape or c.shape != expected_shape:
+            for index, state in enumerate((h, c)):
+                state_batch, state_hidden = state.shape
+                if state_batch != batch:
+                    raise RuntimeError(f"Input batch size {batch} doesn't match "
+                                       f"hidden{index} batch size {state_batch}")
+                if state_hidden != hidden_size:
+                    raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got "
+                                       f"{state_hidden}, expected {hidden_size}")
 
-        weights = self._weights()
-        device_type = input.device.type
-        if _route_to_aten(weights[0]) or self.hidden_size == 0:
+        params = self._parameters
+        try:
+            weights = (params["weight_ih"], params["weight_hh"], params["bias_ih"],
+                       params["bias_hh"])
+        except KeyError:  # a parametrized weight (a property): _weights() handles it
+            weights = self._weights()
+        if _route_to_aten(weights[0]) or hidden_size == 0:
             # Note [Routes off the fused op] in _base.py; the fused op needs hidden_size > 0.
-            h_1, c_1 = _lstm_cell_composite(input, hx[0], hx[1], *weights)
-        elif _autocast_enabled(device_type):
+            h_1, c_1 = _lstm_cell_composite(input, h, c, *weights)
+        elif torch._C._is_any_autocast_enabled() and _autocast_enabled(input.device.type):
             # Run the whole step in one dtype, with autocast off inside (the op's own GEMMs must
             # not be re-cast underneath it): nn.LSTMCell's result dtype (class docstring).
-            dtype = _autocast_run_dtype(device_type, hx[1], promote_on_cpu=True)
-            input, h, c = (_autocast_cast(t, dtype) for t in (input, hx[0], hx[1]))
+            device_type = input.device.type
+            dtype = _autocast_run_dtype(device_type, c, promote_on_cpu=True)
+            input, h, c = (_autocast_cast(t, dtype) for t in (input, h, c))
             weights = tuple(_autocast_cast(w, dtype) for w in weights)
             with torch.autocast(device_type, enabled=False):
-                _, h_1, c_1 = lstm_layer(input.unsqueeze(0), h, c, *weights)
+                h_1, c_1 = run_cell(input, h, c, *weights)
         else:
-            # nn.LSTMCell raises RuntimeError for mixed dtypes (from its matmul), so do we.
             weight_dtype = weights[0].dtype
-            for name, t in (("input", input), ("hx[0]", hx[0]), ("hx[1]", hx[1])):
-                if t.dtype != weight_dtype:
-                    raise RuntimeError(f"LSTMCell: expected {name} to have the dtype of the "
-                                       f"weights ({weight_dtype}), got {t.dtype}")
-            _, h_1, c_1 = lstm_layer(input.unsqueeze(0), hx[0], hx[1], *weights)
+            if input.dtype != weight_dtype or h.dtype != weight_dtype or c.dtype != weight_dtype:
+                # nn.LSTMCell raises RuntimeError for mixed dtypes (from its matmul), the op a
+                # ValueError: so checked here.
+                for name, t in (("input", input), ("hx[0]", h), ("hx[1]", c)):
+                    if t.dtype != weight_dtype:
+                        raise RuntimeError(f"LSTMCell: expected {name} to have the dtype of the "
+                                           f"weights ({weight_dtype}), got {t.dtype}")
+            h_1, c_1 = run_cell(input, h, c, *weights)
 
         if not is_batched:
             h_1, c_1 = h_1.squeeze(0), c_1.squeeze(0)

@@ -189,34 +189,80 @@ class _LSTMLayerFunctionBase(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output, grad_hy, grad_cy, _grad_gates, _grad_cells):
-        saved = ctx.saved_tensors
-        primals, batch_sizes = saved[:8], saved[8]
-        needs = ctx.needs_input_grad
-        wanted = [k for k, i in enumerate(_PRIMAL_OF_GRAD)
-                  if primals[i] is not None and (needs[i] or (i == 5 and needs[6]))]
-        grads = [None] * 11
-        if not wanted:
-            return tuple(grads)
-        upstream = (grad_output, grad_hy, grad_cy)
-        if not ctx.has_workspace:
-            # The forward ran without saving (no input required grad where it was called):
-            # recompute, which is always right.
-            result = _reference_vjp(primals, upstream, [_PRIMAL_OF_GRAD[k] for k in wanted],
-                                    batch_sizes, ctx.reverse)
-        elif torch.compiler.is_compiling() or not _graph_may_be_recorded():
-            op_grads = _ops.lstm_layer_backward(
-                *upstream, saved[0], saved[1], saved[2], saved[3], saved[4], saved[7],
-                batch_sizes, ctx.reverse, primals[5] is not None, *saved[9:],
-                [needs[0], any(needs[3:8])])
-            result = [op_grads[k] for k in wanted]
-        else:
-            result = _LSTMLayerBackward.apply(*upstream, *primals, *saved[9:], batch_sizes,
-                                              ctx.reverse, frozenset(wanted))
-        for k, grad in zip(wanted, result):
-            grads[_PRIMAL_OF_GRAD[k]] = grad
-            if k == 5:
-                grads[6] = grad  # d/d bias_hh = d/d bias_ih
+        return _layer_backward(ctx, ctx.saved_tensors, grad_output, grad_hy, grad_cy)
+
+
+def _layer_backward(ctx, saved, grad_output, grad_hy, grad_cy):
+    """The 11 gradients of the layer Functions' inputs (input, hx, cx, the five weights,
+    batch_sizes, reverse, save_workspace) from ``saved``: the primals, batch_sizes and (when
+    ``ctx.has_workspace``) output, gates and cells."""
+    primals, batch_sizes = saved[:8], saved[8]
+    needs = ctx.needs_input_grad
+    wanted = [k for k, i in enumerate(_PRIMAL_OF_GRAD)
+              if primals[i] is not None and (needs[i] or (i == 5 and needs[6]))]
+    grads = [None] * 11
+    if not wanted:
         return tuple(grads)
+    upstream = (grad_output, grad_hy, grad_cy)
+    if not ctx.has_workspace:
+        # The forward ran without saving (no input required grad where it was called):
+        # recompute, which is always right.
+        result = _reference_vjp(primals, upstream, [_PRIMAL_OF_GRAD[k] for k in wanted],
+                                batch_sizes, ctx.reverse)
+    elif torch.compiler.is_compiling() or not _graph_may_be_recorded():
+        op_grads = _ops.lstm_layer_backward(
+            *upstream, saved[0], saved[1], saved[2], saved[3], saved[4], saved[7],
+            batch_sizes, ctx.reverse, primals[5] is not None, *saved[9:],
+            [needs[0], any(needs[3:8])])
+        result = [op_grads[k] for k in wanted]
+    else:
+        result = _LSTMLayerBackward.apply(*upstream, *primals, *saved[9:], batch_sizes,
+                                          ctx.reverse, frozenset(wanted))
+    for k, grad in zip(wanted, result):
+        grads[_PRIMAL_OF_GRAD[k]] = grad
+        if k == 5:
+            grads[6] = grad  # d/d bias_hh = d/d bias_ih
+    return tuple(grads)
+
+
+class _LSTMLayerEager(torch.autograd.Function):
+    """The layer's autograd in plain eager code (no torch.func transform, no forward-AD level,
+    not compiling or tracing): what LSTMLayerFunction does there, with less per-call work, which
+    at a single step (tens of us) is a large part of the call (benchmarks/cell_probe.py). No
+    jvp or vmap rule (nothing can ask for them), so no ``save_for_forward``; one ``forward(ctx,
+    ...)`` instead of forward + setup_context; the workspace saved as intermediates rather than
+    returned as non-differentiable outputs. Same saved layout as _LSTMLayerFunctionBase, so the
+    same backward (higher orders included).
+
+    ``_FunctionBase.apply(_LSTMLayerEager, input, hx, cx, weight_ih, weight_hh, bias_ih,
+    bias_hh, weight_hr, batch_sizes, reverse, save_workspace)`` returns ``(output, hy, cy)``;
+    ``save_workspace`` is ignored (decided here, from ``ctx.needs_input_grad``: grad mode is
+    off inside forward).
+    """
+
+    @staticmethod
+    def forward(ctx, input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                batch_sizes, reverse, save_workspace):
+        save = ctx.has_workspace = any(ctx.needs_input_grad)
+        output, hy, cy, gates, cells = _ops.lstm_layer_forward(
+            input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
+            reverse, save)
+        ctx.set_materialize_grads(False)  # the op takes None for an unused output's gradient
+        ctx.reverse = reverse
+        if save:
+            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                  weight_hr, batch_sizes, output, gates, cells)
+        else:
+            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                  weight_hr, batch_sizes)
+        return output, hy, cy
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_hy, grad_cy):
+        return _layer_backward(ctx, ctx.saved_tensors, grad_output, grad_hy, grad_cy)
+
+
+_eager_apply = super(torch.autograd.Function, _LSTMLayerEager).apply
 
 
 class LSTMLayerFunction(_LSTMLayerFunctionBase):
@@ -288,58 +334,95 @@ def lstm_layer(
     to any order, in forward mode and under torch.func transforms (vmap included); see Note
     [Higher-order autograd].
     """
-    for name, value, optional in (("input", input, False), ("hx", hx, True), ("cx", cx, True),
-                                  ("weight_ih", weight_ih, False), ("weight_hh", weight_hh, False),
-                                  ("bias_ih", bias_ih, True), ("bias_hh", bias_hh, True),
-                                  ("weight_hr", weight_hr, True),
-                                  ("batch_sizes", batch_sizes, True)):
-        if not isinstance(value, Tensor) and not (optional and value is None):
-            raise TypeError(f"fused_lstm.lstm_layer: expected {name} to be a Tensor"
-                            f"{' or None' if optional else ''}, got {type(value).__name__}")
-    _ops.check_batch_sizes_not_vmapped(batch_sizes)
-    batch = hx.size(0) if hx is not None else (
-        int(batch_sizes[0]) if batch_sizes is not None and batch_sizes.numel() > 0
-        else input.size(1) if input.dim() == 3 else 0)
-    if batch_sizes is not None and hx is None:  # checked before the states are allocated from it
-        torch._check(batch <= input.size(0), lambda: (
-            "fused_lstm.lstm_layer: expected batch_sizes[0] to be at most input.size(0) (the "
-            "number of packed rows)"))
-    hidden = weight_hh.size(0) // 4
-    proj = weight_hr.size(0) if weight_hr is not None else hidden
-    if hx is None:
-        hx = input.new_zeros((batch, proj))
-    if cx is None:
-        cx = input.new_zeros((batch, hidden))
-    elif cx is hx:
+    # Before anything reads the arguments (and a TypeError naming the argument, where the op's
+    # schema check would raise a RuntimeError); the loop only to name the culprit.
+    if not (isinstance(input, Tensor) and isinstance(weight_ih, Tensor)
+            and isinstance(weight_hh, Tensor)
+            and all(v is None or isinstance(v, Tensor)
+                    for v in (hx, cx, bias_ih, bias_hh, weight_hr, batch_sizes))):
+        for name, value, optional in (
+                ("input", input, False), ("hx", hx, True), ("cx", cx, True),
+                ("weight_ih", weight_ih, False), ("weight_hh", weight_hh, False),
+                ("bias_ih", bias_ih, True), ("bias_hh", bias_hh, True),
+                ("weight_hr", weight_hr, True), ("batch_sizes", batch_sizes, True)):
+            if not isinstance(value, Tensor) and not (optional and value is None):
+                raise TypeError(f"fused_lstm.lstm_layer: expected {name} to be a Tensor"
+                                f"{' or None' if optional else ''}, got {type(value).__name__}")
+    if hx is None or cx is None:
+        if batch_sizes is not None and hx is None:
+            # Read here, before the states are allocated from it (with hx given, the op and the
+            # vmap rules check batch_sizes): the clear error before .item() reads a vmapped one.
+            _ops.check_batch_sizes_not_vmapped(batch_sizes)
+        batch = hx.size(0) if hx is not None else (
+            int(batch_sizes[0]) if batch_sizes is not None and batch_sizes.numel() > 0
+            else input.size(1) if input.dim() == 3 else 0)
+        if batch_sizes is not None and hx is None:  # runs before the op: the states' allocation
+            torch._check(batch <= input.size(0), lambda: (
+                "fused_lstm.lstm_layer: expected batch_sizes[0] to be at most input.size(0) (the "
+                "number of packed rows)"))
+        hidden = weight_hh.size(0) // 4
+        proj = weight_hr.size(0) if weight_hr is not None else hidden
+        if hx is None:
+            hx = input.new_zeros((batch, proj))
+        if cx is None:
+            cx = input.new_zeros((batch, hidden))
+    return run_layer(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                     batch_sizes, reverse)
+
+
+def run_layer(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor, weight_hh: Tensor,
+              bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor],
+              batch_sizes: Optional[Tensor], reverse: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`lstm_layer` for callers that pass tensors (or None for the optional weights and
+    batch_sizes) and both states, as the modules do: no argument checks here, the op makes
+    them (Note [Argument checks] in modules.py)."""
+    if cx is hx:
         # One tensor as both states (h = c = zeros(...)): dynamo refuses an autograd.Function
         # given the same tensor twice ("duplicate tensor input"). A view is a distinct tensor
         # over the same memory: no copy, and its gradient flows back into the one tensor (the
         # op only reads its inputs, so the aliasing is harmless).
         cx = cx.view_as(cx)
-    args = (input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
-    args = (*args, batch_sizes, reverse, _requires_grad(args))
+    # _requires_grad written out (a generator over the arguments costs about 1 us a call).
+    needs_grad = torch.is_grad_enabled() and (
+        input.requires_grad or hx.requires_grad or cx.requires_grad or weight_ih.requires_grad
+        or weight_hh.requires_grad or (bias_ih is not None and bias_ih.requires_grad)
+        or (bias_hh is not None and bias_hh.requires_grad)
+        or (weight_hr is not None and weight_hr.requires_grad))
     if torch.compiler.is_compiling():
         # Dynamo cannot trace a custom jvp: compiled code runs the class without it.
-        output, hy, cy, _, _ = _LSTMLayerFunctionBase.apply(*args)
-    elif torch._C._are_functorch_transforms_active():
-        output, hy, cy, _, _ = LSTMLayerFunction.apply(*args)
-    elif torch._C._is_tracing():
+        return _LSTMLayerFunctionBase.apply(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                            weight_hr, batch_sizes, reverse, needs_grad)[:3]
+    if torch._C._are_functorch_transforms_active():
+        return LSTMLayerFunction.apply(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                       weight_hr, batch_sizes, reverse, needs_grad)[:3]
+    if torch._C._is_tracing():
         # Note [TorchScript tracing]: the tracer cannot record a Python autograd.Function in a
         # graph it can save (and records it with per-call constants, so the trace check fails).
         # The raw op is a TorchScript-visible call, fused_lstm::lstm_layer_forward, which
         # torch.jit.save/load keep (the loading process must `import fused_lstm` to register
         # it). The op has no autograd kernel: a traced graph is for inference, so no workspace.
-        if args[-1]:
-            warnings.warn(_TRACED_NO_AUTOGRAD, stacklevel=2)
-        output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
-    elif not args[-1] and _fwad._current_level < 0:
-        # Nothing to differentiate (no input requires grad, or grad mode is off; no forward-AD
-        # level): the op itself, without the autograd.Function's bookkeeping (a few us a call:
-        # as much as a small single step, Note [Single steps on CPU] in csrc/cpu/lstm_cpu.cpp).
-        output, hy, cy, _, _ = _ops.lstm_layer_forward(*args[:-1], False)
-    else:
-        output, hy, cy, _, _ = _apply_outside_transforms(LSTMLayerFunction, args)
-    return output, hy, cy
+        if needs_grad:
+            warnings.warn(_TRACED_NO_AUTOGRAD, stacklevel=3)
+        needs_grad = False
+    elif _fwad._current_level >= 0:
+        # A forward-AD level: the Function with its jvp rule (dual tensors need it).
+        return _apply_outside_transforms(LSTMLayerFunction, (
+            input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
+            reverse, needs_grad))[:3]
+    if not needs_grad:
+        # Nothing to differentiate (no input requires grad, or grad mode is off): the op itself,
+        # without an autograd.Function's bookkeeping (a few us a call: as much as a small single
+        # step, Note [Single steps on CPU] in csrc/cpu/lstm_cpu.cpp).
+        return _ops.lstm_layer_forward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                                       weight_hr, batch_sizes, reverse, False)[:3]
+    # Plain eager training: the lean Function. Dead functorch wrappers (tensors that escaped a
+    # finished transform) unwrapped first, as autograd.Function.apply does.
+    return _eager_apply(unwrap_if_dead(input), unwrap_if_dead(hx), unwrap_if_dead(cx),
+                        unwrap_if_dead(weight_ih), unwrap_if_dead(weight_hh),
+                        bias_ih if bias_ih is None else unwrap_if_dead(bias_ih),
+                        bias_hh if bias_hh is None else unwrap_if_dead(bias_hh),
+                        weight_hr if weight_hr is None else unwrap_if_dead(weight_hr),
+                        batch_sizes, reverse, True)
 
 
 _TRACED_NO_AUTOGRAD = (

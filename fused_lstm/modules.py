@@ -22,8 +22,22 @@ from ._base import (
     _in_onnx_export,
     _route_to_aten,
 )
+from ._eager import run_module_layer
 from ._ops import check_batch_sizes_not_vmapped
-from .functional import lstm_layer
+from .functional import run_layer
+
+# Note [Argument checks]
+# One place checks a layer's arguments: the op (check_layer_arguments in csrc/lstm_common.cpp),
+# which every route reaches, with a message naming the op and the argument. Python adds only
+# (1) what nn.LSTM / nn.LSTMCell raise before any op runs, with their exception classes and
+# messages (drop-in compatibility: tests/test_bad_inputs.py, test_module_api.py, test_cell.py),
+# where the op's would differ (its dtype mismatches are ValueErrors, nn's state dtype and cell
+# dtype errors RuntimeErrors; its shape messages are not nn's); (2) what must hold before Python
+# reads or allocates from an argument (batch_sizes[0] for the default states, non-Tensor
+# arguments of fused_lstm.lstm_layer); (3) the fake kernels' device checks in _ops.py, which run
+# instead of the C++ ones on meta tensors. Each such check says which of these it is. The
+# modules pass their arguments to functional.run_layer / run_cell / run_module_layer, which
+# check nothing: the op does.
 
 
 def _apply_permutation(tensor: Tensor, permutation: Tensor, dim: int = 1) -> Tensor:
@@ -159,7 +173,8 @@ class LSTM(_FusedModule):
 
     # -- checks (nn.RNNBase's / nn.LSTM's methods, messages and exception classes) ------------
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
-        weight_dtype = self.weight_ih_l0.dtype
+        weight = self._parameters.get("weight_ih_l0")  # (nn.Module.__getattr__: 0.6 us)
+        weight_dtype = (self.weight_ih_l0 if weight is None else weight).dtype
         if input.dtype != weight_dtype and not _autocast_enabled(input.device.type):
             raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype "
                              f"({weight_dtype}). Convert input: input.to({weight_dtype}), or "
@@ -198,6 +213,36 @@ class LSTM(_FusedModule):
         self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
                                "Expected hidden[1] size {}, got {}")
 
+    # Whether a subclass overrides any of nn's check methods above: then forward calls them as
+    # nn.LSTM does; else padded input takes _check_padded_forward_args, the same checks and
+    # messages in one call (five method calls cost about 1.5 us of a single step's ~25).
+    _nn_checks_overridden = False
+    _NN_CHECK_METHODS = ("check_input", "get_expected_hidden_size", "get_expected_cell_size",
+                         "check_hidden_size", "check_forward_args")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._nn_checks_overridden = any(getattr(cls, name) is not getattr(LSTM, name)
+                                        for name in LSTM._NN_CHECK_METHODS)
+
+    def _check_padded_forward_args(self, input: Tensor, hx: Tuple[Tensor, Tensor]) -> None:
+        # check_forward_args(input, hx, None), inlined (Note [Argument checks] (1)).
+        weight = self._parameters.get("weight_ih_l0")
+        weight_dtype = (self.weight_ih_l0 if weight is None else weight).dtype
+        if input.dtype != weight_dtype and not _autocast_enabled(input.device.type):
+            self.check_input(input, None)  # raises nn's message
+        if input.dim() != 3 or self.input_size != input.size(-1):
+            self.check_input(input, None)
+        mini_batch = input.size(0) if self.batch_first else input.size(1)
+        layers = self.num_layers * 2 if self.bidirectional else self.num_layers
+        hidden = self.hidden_size
+        expected = (layers, mini_batch, self.proj_size if self.proj_size > 0 else hidden)
+        if hx[0].shape != expected:
+            self.check_hidden_size(hx[0], expected, "Expected hidden[0] size {}, got {}")
+        expected = (layers, mini_batch, hidden)
+        if hx[1].shape != expected:
+            self.check_hidden_size(hx[1], expected, "Expected hidden[1] size {}, got {}")
+
     def permute_hidden(self, hx: Tuple[Tensor, Tensor],
                        permutation: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         if permutation is None:
@@ -207,12 +252,11 @@ class LSTM(_FusedModule):
     # -- forward ------------------------------------------------------------------------------
     def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
         orig_input = input
-        real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        layers = self.num_layers * self._num_directions
         batch_sizes = sorted_indices = unsorted_indices = None
-        if isinstance(orig_input, PackedSequence):
+        packed = isinstance(orig_input, PackedSequence)
+        if packed:
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
-            check_batch_sizes_not_vmapped(batch_sizes)
+            check_batch_sizes_not_vmapped(batch_sizes)  # before int(batch_sizes[0]) reads it
             if batch_sizes.numel() == 0:  # nn.LSTM fails here with an IndexError too
                 raise IndexError("LSTM: expected a PackedSequence with at least one time step, "
                                  "got an empty batch_sizes")
@@ -224,14 +268,17 @@ class LSTM(_FusedModule):
                 "LSTM: expected batch_sizes[0] to be at most the number of packed rows "
                 "(PackedSequence.data.size(0))"))
         else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
-            is_batched = input.dim() == 3
+            input_dim = input.dim()
+            if input_dim != 3 and input_dim != 2:  # nn.LSTM's message (the op's names the op)
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input_dim}D instead")
+            is_batched = input_dim == 3
             if not is_batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
             mini_batch = input.size(0) if self.batch_first else input.size(1)
 
         if hx is None:
+            real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
+            layers = self.num_layers * self._num_directions
             zeros = dict(dtype=input.dtype, device=input.device)
             hx = (torch.zeros(layers, mini_batch, real_hidden, **zeros),
                   torch.zeros(layers, mini_batch, self.hidden_size, **zeros))
@@ -240,12 +287,12 @@ class LSTM(_FusedModule):
             # torch.compile(fullgraph=True) cannot reconcile with the first).
             self.check_input(input, batch_sizes)
         else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:  # before hx[0] is read
                 raise TypeError("LSTM: expected hx to be a tuple (h_0, c_0) of two tensors, got "
                                 f"{type(hx).__name__}")
             if batch_sizes is None:
                 expected = 3 if is_batched else 2
-                if hx[0].dim() != expected or hx[1].dim() != expected:
+                if hx[0].dim() != expected or hx[1].dim() != expected:  # nn.LSTM's message
                     kind = "batched 3-D" if is_batched else "unbatched 2-D"
                     raise RuntimeError(
                         f"For {kind} input, hx and cx should also be {expected}-D but got "
@@ -255,10 +302,16 @@ class LSTM(_FusedModule):
             else:
                 # Each state row must match the sequence the user passed in that position.
                 hx = (hx[0], hx[1])
-            # Checked before the permutation, so a wrong batch size gets the size message.
-            self.check_forward_args(input, hx, batch_sizes)
-            if not _autocast_enabled(input.device.type):
-                for index, state in enumerate(hx):  # nn.LSTM fails with a RuntimeError here too
+            # nn.LSTM's checks and messages; before the permutation, so a wrong batch size gets
+            # the size message.
+            if batch_sizes is None and not self._nn_checks_overridden:
+                self._check_padded_forward_args(input, hx)  # the same, in fewer calls
+            else:
+                self.check_forward_args(input, hx, batch_sizes)
+            if ((hx[0].dtype != input.dtype or hx[1].dtype != input.dtype)
+                    and not _autocast_enabled(input.device.type)):
+                # nn.LSTM fails with a RuntimeError here too (the op would raise a ValueError).
+                for index, state in enumerate(hx):
                     if state.dtype != input.dtype:
                         raise RuntimeError(f"Expected hidden[{index}] to have the input's dtype "
                                            f"{input.dtype}, got {state.dtype}")
@@ -271,7 +324,7 @@ class LSTM(_FusedModule):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         output, h_n, c_n = self._run_layers(input, hx, batch_sizes)
 
-        if isinstance(orig_input, PackedSequence):
+        if packed:
             output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             if unsorted_indices is not None:
                 h_n = _apply_permutation(h_n, unsorted_indices)
@@ -296,8 +349,8 @@ class LSTM(_FusedModule):
                     "fused_lstm ONNX export: proj_size is not supported (ONNX's LSTM operator "
                     "has no projection); export a model without proj_size")
             return self._run_aten(input, hx, batch_sizes)
-        device_type = input.device.type
-        if _autocast_enabled(device_type):
+        if torch._C._is_any_autocast_enabled() and _autocast_enabled(input.device.type):
+            device_type = input.device.type
             # _autocast_run_dtype: cast in Python, then run with autocast off.
             out_dtype = None
             promote = batch_sizes is not None or self.proj_size > 0
@@ -322,6 +375,8 @@ class LSTM(_FusedModule):
             if out_dtype is not None:
                 output, h_n = output.to(out_dtype), h_n.to(out_dtype)
             return output, h_n, c_n
+        if self.num_layers == 1 and not self.bidirectional:  # the common case, one call less
+            return run_module_layer(input, hx[0], hx[1], *self._layer_weights(0), batch_sizes)
         return self._run_layers_cast(input, hx, batch_sizes, None)
 
     def _run_aten(self, input: Tensor, hx: Tuple[Tensor, Tensor],
@@ -341,22 +396,37 @@ class LSTM(_FusedModule):
                                         self.num_layers, self.dropout, self.training,
                                         self.bidirectional))
 
+    def _layer_weights(self, index: int) -> Tuple[Tensor, Tensor, Optional[Tensor],
+                                                  Optional[Tensor], Optional[Tensor]]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh, weight_hr) of layer-direction ``index``."""
+        names = self._all_weights[index]
+        params = self._parameters
+        try:  # _parameters, not getattr: nn.Module.__getattr__ costs 0.6 us a name
+            weights = list(map(params.__getitem__, names))
+        except KeyError:  # a parametrized weight (a property) or a plain tensor attribute
+            weights = [getattr(self, name) for name in names]
+        if self.bias:
+            return (weights[0], weights[1], weights[2], weights[3],
+                    weights[4] if len(weights) > 4 else None)
+        return weights[0], weights[1], None, None, weights[2] if len(weights) > 2 else None
+
     def _run_layers_cast(self, input: Tensor, hx: Tuple[Tensor, Tensor],
                          batch_sizes: Optional[Tensor],
                          dtype: Optional[torch.dtype]) -> Tuple[Tensor, Tensor, Tensor]:
+        directions = self._num_directions
+        if self.num_layers == 1 and directions == 1 and dtype is None:  # the common case, short
+            return run_module_layer(input, hx[0], hx[1], *self._layer_weights(0), batch_sizes)
         h_n, c_n = [], []
         layer_input = input
         for layer in range(self.num_layers):
             outputs = []
-            for direction in range(self._num_directions):
-                index = layer * self._num_directions + direction
-                names = self._all_weights[index]
-                weights = {name.split("_l")[0]: _autocast_cast(getattr(self, name), dtype)
-                           for name in names}
-                output, h, c = lstm_layer(
-                    layer_input, hx[0][index], hx[1][index], weights["weight_ih"],
-                    weights["weight_hh"], weights.get("bias_ih"), weights.get("bias_hh"),
-                    weights.get("weight_hr"), batch_sizes=batch_sizes, reverse=direction == 1)
+            for direction in range(directions):
+                index = layer * directions + direction
+                weights = self._layer_weights(index)
+                if dtype is not None:
+                    weights = [_autocast_cast(w, dtype) for w in weights]
+                output, h, c = run_layer(layer_input, hx[0][index], hx[1][index], *weights,
+                                         batch_sizes, direction == 1)
                 outputs.append(output)
                 h_n.append(h)
                 c_n.append(c)
