@@ -27,7 +27,7 @@ from ._ops import check_batch_sizes_not_vmapped
 from .functional import run_layer
 
 # Note [Argument checks]
-# One place checks a layer's arguments: the op (check_layer_arguments in csrc/lstm_common.cpp),
+# One place checks a layer's arguments: the op (check_forward_arguments in csrc/layer_args.cpp),
 # which every route reaches, with a message naming the op and the argument. Python adds only
 # (1) what nn.LSTM / nn.LSTMCell raise before any op runs, with their exception classes and
 # messages (drop-in compatibility: tests/test_bad_inputs.py, test_module_api.py, test_cell.py),
