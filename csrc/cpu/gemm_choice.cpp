@@ -76,15 +76,14 @@ int64_t round_up_pow2(int64_t x) {
 
 // The fastest of a few timed runs of fn, after one unmeasured run (first-touch pages, oneDNN's
 // JIT, caches): the minimum, not the median, because on a loaded machine a run is only ever
-// slowed down (descheduled), never sped up. Runs until kBudgetMs of timed runs or kMaxRuns runs,
+// slowed down (descheduled), never sped up. Runs until kBudgetMs of timed runs or max_runs runs,
 // at least one: a big GEMM is timed once, a small product several times.
 template <typename Fn>
-double fastest_ms(Fn&& fn, bool warm_up = true) {
+double fastest_ms(Fn&& fn, bool warm_up = true, int max_runs = 7) {
   constexpr double kBudgetMs = 20.0;
-  constexpr int kMaxRuns = 7;
   if (warm_up) fn();
   double best = 0, total = 0;
-  for (int run = 0; run < kMaxRuns && (run == 0 || total < kBudgetMs); ++run) {
+  for (int run = 0; run < max_runs && (run == 0 || total < kBudgetMs); ++run) {
     const auto start = std::chrono::steady_clock::now();
     fn();
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -209,8 +208,15 @@ void small_linear(const at::Tensor& x, const at::Tensor& w, at::Tensor& y) {
         << " threads=" << threads;
     const std::string shape_class = key.str();
     if (!cached(shape_class).has_value()) {
-      const double aten_ms = fastest_ms(run_aten);
-      const double row_dot_ms = fastest_ms(run_row_dot);
+      // Microseconds each: alternate the two, many times, and keep each one's best, so a burst of
+      // load from elsewhere on the machine cannot decide the choice by landing on one of them.
+      constexpr int kRounds = 15;
+      double aten_ms = fastest_ms(run_aten, /*warm_up=*/true, /*max_runs=*/1);
+      double row_dot_ms = fastest_ms(run_row_dot, /*warm_up=*/true, /*max_runs=*/1);
+      for (int round = 1; round < kRounds; ++round) {
+        aten_ms = std::min(aten_ms, fastest_ms(run_aten, /*warm_up=*/false, /*max_runs=*/1));
+        row_dot_ms = std::min(row_dot_ms, fastest_ms(run_row_dot, /*warm_up=*/false, /*max_runs=*/1));
+      }
       remember(shape_class, row_dot_ms < aten_ms ? "row_dot" : "aten",
                "measured: aten (at::mm) " + format_ms(aten_ms) + ", row_dot " + format_ms(row_dot_ms));
     }

@@ -75,16 +75,23 @@ bool single_step_applies(const LayerShape& s, at::ScalarType dtype) {
 ForwardResult forward_single_step(const LayerShape& s, const ForwardArgs& a) {
   const int64_t B = s.batch, H = s.hidden, I = s.input;
   const auto options = a.input.options();
+  // Fresh outputs filled by plain copies: clone()/copy_() would each cost a dispatch and a
+  // TensorIterator, a visible share of a step of a few microseconds.
   Tensor out = at::empty({B, H}, options);
-  Tensor c_state = a.cx.contiguous().clone();
+  Tensor hy = at::empty({B, H}, options);
+  Tensor c_state = at::empty({B, H}, options);
   Tensor gates = a.save_workspace ? at::empty(per_token_shape(s, 4 * H), options) : at::empty({0}, options);
   Tensor cells = a.save_workspace ? at::empty(per_token_shape(s, H), options) : at::empty({0}, options);
   AT_DISPATCH_FLOATING_TYPES(a.input.scalar_type(), "lstm_layer_forward_cpu_single_step", [&] {
+    const Tensor cx = a.cx.contiguous();
+    std::memcpy(c_state.data_ptr<scalar_t>(), cx.const_data_ptr<scalar_t>(), B * H * sizeof(scalar_t));
     Tensor products = at::empty({2, B, 4 * H}, options);  // one allocation for both
     Tensor pre = products[0], rec = products[1];
     cpu::small_linear(a.input.reshape({B, I}).contiguous(), a.weight_ih.contiguous(), pre);
     cpu::small_linear(a.hx.contiguous(), a.weight_hh.contiguous(), rec);
-    std::vector<scalar_t> bias(4 * H, scalar_t(0));
+    // b_ih + b_hh, in a buffer each thread keeps (no allocation a step).
+    thread_local std::vector<scalar_t> bias;
+    bias.assign(4 * H, scalar_t(0));
     if (s.has_bias) {
       const Tensor b_ih = a.bias_ih->contiguous(), b_hh = a.bias_hh->contiguous();  // kept alive while read
       const scalar_t* b_ih_p = b_ih.const_data_ptr<scalar_t>();
@@ -96,14 +103,16 @@ ForwardResult forward_single_step(const LayerShape& s, const ForwardArgs& a) {
     const auto forward_cells = cpu::gate_kernels().forward<scalar_t>();
     scalar_t* gates_p = a.save_workspace ? gates.data_ptr<scalar_t>() : nullptr;
     scalar_t* cells_p = a.save_workspace ? cells.data_ptr<scalar_t>() : nullptr;
+    scalar_t* out_p = out.data_ptr<scalar_t>();
     for (int64_t b = 0; b < B; ++b) {
       forward_cells(pre_p + b * 4 * H, rec_p + b * 4 * H, H, bias.data(), c_state.data_ptr<scalar_t>() + b * H,
-                    out.data_ptr<scalar_t>() + b * H, gates_p ? gates_p + b * 4 * H : nullptr,
-                    cells_p ? cells_p + b * H : nullptr, H, 0, H);
+                    out_p + b * H, gates_p ? gates_p + b * 4 * H : nullptr, cells_p ? cells_p + b * H : nullptr, H, 0,
+                    H);
     }
+    // hy is h of the only step; its own buffer: the op's outputs never alias one another.
+    std::memcpy(hy.data_ptr<scalar_t>(), out_p, B * H * sizeof(scalar_t));
   });
-  // hy is h of the only step; a copy, not a view: the op's outputs never alias one another.
-  return {out.view(per_token_shape(s, H)), out.clone(), c_state, gates, cells};
+  return {out.view(per_token_shape(s, H)), hy, c_state, gates, cells};
 }
 
 // The recurrence of a bf16 layer without AMX (Note [bfloat16 GEMMs on CPU]): one bf16 at::mm of
