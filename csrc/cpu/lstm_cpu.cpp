@@ -280,9 +280,10 @@ class ForwardSteps {
   }
 
  private:
-  // The unit-block operand: [K, 4H] W_hhᵀ with its columns in (block, gate, unit) order, a
-  // transposed copy (cached across calls, Note [Prepared weight cache]) or, for MKL's packed path,
-  // which transposes while packing, a transposed view of W_hh's rows reordered.
+  // The unit-block operand: W_hhᵀ with its columns in (block, gate, unit) order, a transposed copy
+  // (cached across calls, Note [Prepared weight cache]; block-major for the fp32/fp64 kernels,
+  // [K, 4H] for the bf16 ones) or, for MKL's packed path, which transposes while packing, a
+  // transposed view of W_hh's rows reordered.
   void prepare_weight(const ForwardArgs& a) {
     if (plan_.product == RecurrentProduct::kWholeMm) return;
     const int64_t H = s_.hidden;
@@ -293,13 +294,13 @@ class ForwardSteps {
       const Tensor rows = cpu::scratch_empty({4 * H, s_.proj}, acc_type);
       forward_blocked_rows<scalar_t>(a.weight_hh.to(acc_type), H, block_, rows);
       w_hh_blocked_ = rows.t();
-    } else {
-      w_hh_blocked_ = prepared_forward_operand(a.weight_hh, H, block_, acc_type);
-    }
-    if (plan_.product == RecurrentProduct::kBlocksBf16) {
-      w_blocks_bf16_.emplace(w_hh_blocked_, columns, plan_.bf16_kernel);
-    } else {
       w_blocks_.emplace(w_hh_blocked_, columns, s_.batch);
+    } else if (plan_.product == RecurrentProduct::kBlocks) {
+      w_hh_blocked_ = prepared_forward_operand(a.weight_hh, H, block_, /*block_major=*/true, acc_type);
+      w_blocks_.emplace(typename cpu::BlockedOperand<scalar_t>::BlockMajor{}, w_hh_blocked_, s_.proj, columns);
+    } else {
+      w_hh_blocked_ = prepared_forward_operand(a.weight_hh, H, block_, /*block_major=*/false, acc_type);
+      w_blocks_bf16_.emplace(w_hh_blocked_, columns, plan_.bf16_kernel);
     }
   }
 

@@ -32,15 +32,26 @@ std::vector<int64_t> forward_source_rows(int64_t hidden, int64_t block) {
 
 namespace {
 
-// The forward operand as `out` [K, 4H]: W_hhᵀ with its columns reordered
-// (forward_source_rows). One tiled pass: a transposing copy through ATen costs 0.8 ms at H=512,
-// a large part of a short layer's time.
+// The forward operand as `out` (K * 4H elements): W_hhᵀ with its columns reordered
+// (forward_source_rows), as one [K, 4H] row-major matrix or block-major (block u's [K, 4 * units]
+// columns a row-major matrix of their own at element K * 4 * j0: Note [Recurrent GEMMs on CPU]).
+// One tiled pass: a transposing copy through ATen costs 0.8 ms at H=512, a large part of a short
+// layer's time.
 template <typename scalar_t>
-void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, const Tensor& out) {
+void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, bool block_major, const Tensor& out) {
   const Tensor w = w_hh.contiguous();
   const int64_t K = w.size(1), n = 4 * hidden;
   const std::vector<int64_t> source_row = forward_source_rows(hidden, block);
-  TORCH_INTERNAL_ASSERT(out.is_contiguous() && out.size(0) == K && out.size(1) == n);
+  TORCH_INTERNAL_ASSERT(out.is_contiguous() && out.numel() == K * n);
+  // Column c of the operand at dst[column_offset[c] + k * row_stride[c]].
+  std::vector<int64_t> column_offset(n), row_stride(n);
+  for (int64_t j0 = 0; j0 < hidden; j0 += block) {
+    const int64_t begin = 4 * j0, width = 4 * std::min(block, hidden - j0);
+    for (int64_t c = begin; c < begin + width; ++c) {
+      column_offset[c] = block_major ? K * begin + (c - begin) : c;
+      row_stride[c] = block_major ? width : n;
+    }
+  }
   const scalar_t* src = w.const_data_ptr<scalar_t>();
   scalar_t* dst = out.data_ptr<scalar_t>();
   constexpr int64_t kTile = 32;  // 32 x 32 tiles: both sides of a tile stay in L1
@@ -52,7 +63,9 @@ void forward_blocked_weight(const Tensor& w_hh, int64_t hidden, int64_t block, c
                        for (int64_t k0 = 0; k0 < K; k0 += kTile) {
                          const int64_t k1 = std::min(K, k0 + kTile);
                          for (int64_t k = k0; k < k1; ++k) {
-                           for (int64_t c = c0; c < c1; ++c) dst[k * n + c] = src[source_row[c] * K + k];
+                           for (int64_t c = c0; c < c1; ++c) {
+                             dst[column_offset[c] + k * row_stride[c]] = src[source_row[c] * K + k];
+                           }
                          }
                        }
                      }
@@ -97,11 +110,11 @@ class ForwardOperandCache {
   static constexpr size_t kCachedOperands = 8;
   static constexpr int64_t kCachedBytes = int64_t{64} << 20;
 
-  // The [K, 4H] operand of forward_blocked_weight for w_hh, in dtype `acc_type`.
-  Tensor get(const Tensor& w_hh, int64_t hidden, int64_t block, at::ScalarType acc_type) {
+  // The operand of forward_blocked_weight for w_hh, in dtype `acc_type`.
+  Tensor get(const Tensor& w_hh, int64_t hidden, int64_t block, bool block_major, at::ScalarType acc_type) {
     const Tensor w = w_hh.contiguous();
     const int64_t bytes = w.numel() * static_cast<int64_t>(w.element_size());
-    const Key key{w.data_ptr(), w.scalar_type(), acc_type, hidden, block, w.size(1)};
+    const Key key{w.data_ptr(), w.scalar_type(), acc_type, hidden, block, w.size(1), block_major};
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       for (auto it = entries_.begin(); it != entries_.end(); ++it) {
@@ -116,9 +129,11 @@ class ForwardOperandCache {
         break;
       }
     }
-    Tensor operand = at::empty({w.size(1), 4 * hidden}, w.options().dtype(acc_type));
-    AT_DISPATCH_FLOATING_TYPES(acc_type, "forward_operand_cache",
-                               [&] { forward_blocked_weight<scalar_t>(w.to(acc_type), hidden, block, operand); });
+    Tensor operand = block_major ? at::empty({w.size(1) * 4 * hidden}, w.options().dtype(acc_type))
+                                 : at::empty({w.size(1), 4 * hidden}, w.options().dtype(acc_type));
+    AT_DISPATCH_FLOATING_TYPES(acc_type, "forward_operand_cache", [&] {
+      forward_blocked_weight<scalar_t>(w.to(acc_type), hidden, block, block_major, operand);
+    });
     const int64_t entry_bytes = bytes + operand.numel() * static_cast<int64_t>(operand.element_size());
     if (entry_bytes <= kCachedBytes) {
       const std::lock_guard<std::mutex> lock(mutex_);
@@ -137,9 +152,10 @@ class ForwardOperandCache {
     const void* data;
     at::ScalarType dtype, acc_type;
     int64_t hidden, block, depth;
+    bool block_major;
     bool operator==(const Key& o) const {
       return data == o.data && dtype == o.dtype && acc_type == o.acc_type && hidden == o.hidden && block == o.block &&
-             depth == o.depth;
+             depth == o.depth && block_major == o.block_major;
     }
   };
   struct Entry {
@@ -160,8 +176,9 @@ ForwardOperandCache& forward_operand_cache() {
 
 }  // namespace
 
-Tensor prepared_forward_operand(const Tensor& w_hh, int64_t hidden, int64_t block, at::ScalarType acc_type) {
-  return forward_operand_cache().get(w_hh, hidden, block, acc_type);
+Tensor prepared_forward_operand(const Tensor& w_hh, int64_t hidden, int64_t block, bool block_major,
+                                at::ScalarType acc_type) {
+  return forward_operand_cache().get(w_hh, hidden, block, block_major, acc_type);
 }
 
 // Block u's columns: [begin[u], begin[u + 1]) with width_per_unit columns for each unit.

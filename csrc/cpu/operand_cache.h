@@ -18,9 +18,12 @@ std::vector<int64_t> forward_source_rows(int64_t hidden, int64_t block);
 template <typename scalar_t>
 void forward_blocked_rows(const at::Tensor& w_hh, int64_t hidden, int64_t block, const at::Tensor& out_rows);
 
-// The [K, 4H] operand (W_hhᵀ, columns reordered) for w_hh in dtype acc_type: cached across calls
-// while the weight's bytes are unchanged (Note [Prepared weight cache]).
-at::Tensor prepared_forward_operand(const at::Tensor& w_hh, int64_t hidden, int64_t block, at::ScalarType acc_type);
+// The operand (W_hhᵀ, columns reordered) for w_hh in dtype acc_type: [K, 4H], or block-major
+// ([K * 4H]: block u's [K, 4 * units] row-major at element K * 4 * j0, BlockedOperand's block-major
+// form); cached across calls while the weight's bytes are unchanged (Note [Prepared weight
+// cache]).
+at::Tensor prepared_forward_operand(const at::Tensor& w_hh, int64_t hidden, int64_t block, bool block_major,
+                                    at::ScalarType acc_type);
 
 }  // namespace cpu
 }  // namespace fused_lstm

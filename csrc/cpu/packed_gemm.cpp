@@ -153,6 +153,15 @@ BlockedOperand<scalar_t>::BlockedOperand(const at::Tensor& b, std::vector<int64_
 }
 
 template <typename scalar_t>
+BlockedOperand<scalar_t>::BlockedOperand(BlockMajor, const at::Tensor& blocks, int64_t k,
+                                         std::vector<int64_t> column_begin)
+    : b_(blocks), k_(k), ld_(0), block_major_(true), column_begin_(std::move(column_begin)) {
+  TORCH_INTERNAL_ASSERT(blocks.is_contiguous() && column_begin_.size() >= 2 && column_begin_.front() == 0 &&
+                        blocks.numel() == k * column_begin_.back() &&
+                        blocks.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value);
+}
+
+template <typename scalar_t>
 void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t* a, int64_t lda, scalar_t* c,
                                         int64_t ldc) const {
   const int64_t n = column_begin_[block + 1] - column_begin_[block];
@@ -161,7 +170,9 @@ void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t
     for (int64_t r = 0; r < m; ++r) std::memset(c + r * ldc, 0, n * sizeof(scalar_t));
     return;
   }
-  const scalar_t* b = b_.const_data_ptr<scalar_t>() + column_begin_[block];
+  // Block-major: block u's own [k, n] matrix; else columns of the whole [k, n_total] operand.
+  const scalar_t* b = b_.const_data_ptr<scalar_t>() + (block_major_ ? k_ * column_begin_[block] : column_begin_[block]);
+  const int64_t ldb = block_major_ ? n : ld_;
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (!packed_.empty()) {
       // Outside a parallel region (a step too small to split, run inline) MKL would open a
@@ -175,7 +186,7 @@ void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t
     }
 #ifdef CPUBLAS_BRGEMM_F32F32F32
     // oneDNN's batch-reduce GEMM micro-kernel (JIT-compiled once per shape and cached by ATen).
-    at::native::cpublas::brgemm(m, n, k_, lda, ld_, ldc, /*add_C=*/false, a, b, c,
+    at::native::cpublas::brgemm(m, n, k_, lda, ldb, ldc, /*add_C=*/false, a, b, c,
                                 /*is_vnni=*/false);
     return;
 #endif
@@ -184,7 +195,7 @@ void BlockedOperand<scalar_t>::multiply(int64_t block, int64_t m, const scalar_t
   // the calling thread). A strided `c` (ldc > n) is written through a copy.
   const auto options = b_.options();
   const at::Tensor a_view = at::from_blob(const_cast<scalar_t*>(a), {m, k_}, {lda, 1}, options);
-  const at::Tensor b_view = at::from_blob(const_cast<scalar_t*>(b), {k_, n}, {ld_, 1}, options);
+  const at::Tensor b_view = at::from_blob(const_cast<scalar_t*>(b), {k_, n}, {ldb, 1}, options);
   at::Tensor c_view = at::from_blob(c, {m, n}, {ldc, 1}, options);
   at::mm_out(c_view, a_view, b_view);
 }

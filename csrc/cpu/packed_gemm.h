@@ -17,7 +17,10 @@
 //    290 vs 400 us for brgemm at B=16 H=512. Used when the running libtorch exports it (x86
 //    wheels do; looked up at run time, so nothing links against MKL).
 //  - otherwise oneDNN's batch-reduce GEMM micro-kernel through at::native::cpublas::brgemm (fp32),
-//    reading the weight in place: no packing and ~1 us of overhead a call;
+//    no packing and ~1 us of overhead a call. The forward reads its weight block-major (each
+//    block's columns a contiguous row-major matrix, cached with the transposed weight, Note
+//    [Prepared weight cache]): at a few rows the product streams its block of the weight once a
+//    step, and rows 4H columns apart (4-16 KiB strides) stream well below the cache's speed;
 //  - fp64 (and builds without brgemm): at::mm_out on views of the buffers.
 // Calls of fewer than 4 steps (T=1 decoding) skip all this: preparing the operands costs about
 // as much as a few steps, so they multiply the whole product per step through at::mm
@@ -46,6 +49,13 @@ class BlockedOperand {
   BlockedOperand(const at::Tensor& b, std::vector<int64_t> column_begin, int64_t max_rows,
                  std::optional<RecurrentKernel> kernel = std::nullopt);
 
+  // Block-major form, for the brgemm and at::mm paths (never MKL's packed one): block u's [k, n_u]
+  // columns are a row-major matrix of their own (row stride n_u) at element k * column_begin[u]
+  // of `blocks` (prepared_forward_operand's block_major layout). A block's rows then follow one
+  // another in memory instead of lying n_total columns apart (Note [Recurrent GEMMs on CPU]).
+  struct BlockMajor {};
+  BlockedOperand(BlockMajor, const at::Tensor& blocks, int64_t k, std::vector<int64_t> column_begin);
+
   // Whether MKL's packed SGEMM can serve products of up to max_rows rows by a depth-k operand.
   static bool mkl_packed_possible(int64_t max_rows, int64_t k);
   // Whether it does: where possible, and measured faster on this host for blocks of n_block
@@ -63,6 +73,7 @@ class BlockedOperand {
  private:
   at::Tensor b_;
   int64_t k_, ld_;
+  bool block_major_ = false;
   std::vector<int64_t> column_begin_;
   at::Tensor packed_storage_;        // mkl-packed: all blocks' buffers, bytes (scratch memory)
   std::vector<const void*> packed_;  // mkl-packed: block u's buffer (64-byte aligned)

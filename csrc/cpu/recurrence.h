@@ -62,9 +62,14 @@ inline int64_t block_grain(int64_t rows, int64_t depth, int64_t block) {
 // The unit block of a recurrence over `rows` rows with products of depth `depth` and
 // `width_per_unit` columns a unit: unit_block_size rounded up to a multiple of `align`, except
 // where the recurrence runs on one thread anyway (too little work a step to split, or one
-// thread) and a step's whole product is small (<= 64 KiB): then one block of all the units, one
-// product call a step instead of several (T=100 B=1 H=128 inference 0.50 -> 0.45 ms).
+// thread), a step's whole product is small (<= 64 KiB) and has at most kMaxMergedColumns columns
+// (the forward's largest default block, 128 units of 4 gates): then one block of all the units,
+// one product call a step instead of several (T=100 B=1 H=128 inference 0.50 -> 0.45 ms). Wider
+// single blocks are slower, not faster: brgemm's few-row product over all 4H columns of a larger
+// forward streams the weight worse than over blocks of at most that many columns.
 // FUSED_LSTM_CPU_UNIT_BLOCK, when set, is used as is (rounded up to `align`).
+constexpr int64_t kMaxMergedColumns = 512;
+
 inline int64_t recurrence_block_size(int64_t hidden, int64_t rows, int64_t depth, int64_t width_per_unit, int64_t align,
                                      int64_t element_size) {
   const int64_t block = (unit_block_size(hidden) + align - 1) / align * align;
@@ -72,7 +77,8 @@ inline int64_t recurrence_block_size(int64_t hidden, int64_t rows, int64_t depth
   const int64_t num_blocks = (hidden + block - 1) / block;
   const bool one_task = num_blocks <= block_grain(rows, depth, block) || at::get_num_threads() == 1;
   const bool small_product = rows * width_per_unit * hidden * element_size <= (int64_t{64} << 10);
-  return one_task && small_product ? hidden : block;
+  const bool narrow = hidden * width_per_unit <= kMaxMergedColumns;
+  return one_task && small_product && narrow ? hidden : block;
 }
 
 inline std::vector<int64_t> block_column_begin(int64_t hidden, int64_t block, int64_t width_per_unit) {
