@@ -43,6 +43,15 @@ def cuda_skip_reason() -> str:
 # --------------------------------------------------------------------------------------------
 # Weights
 # --------------------------------------------------------------------------------------------
+def cpu_has_avx512_bf16() -> bool:
+    """Whether this CPU has AVX512_BF16 (vdpbf16ps), whatever ATen's capability is set to."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
 def copy_weights_from(nn_lstm: nn.LSTM, layer: int = 0, reverse: bool = False, *,
                       dtype: torch.dtype | None = None, device=None,
                       requires_grad: bool = True) -> dict:

@@ -16,14 +16,7 @@ import torch
 
 import fused_lstm
 from fused_lstm import _C
-
-
-def cpu_has_avx512_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512_bf16" in line for line in f)
-    except OSError:
-        return False
+from tests.lstm_testing import cpu_has_avx512_bf16
 
 
 def kernel_runs_here() -> bool:

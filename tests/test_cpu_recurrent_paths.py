@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import fused_lstm
+from tests.lstm_testing import cpu_has_avx512_bf16
 
 CHECK = textwrap.dedent("""
     import sys, torch, fused_lstm
@@ -167,14 +168,6 @@ ENVIRONMENTS = {
 TUNING_VARIABLES = ("FUSED_LSTM_CPU_PACKED_GEMM", "FUSED_LSTM_CPU_SCRATCH_MIB",
                     "FUSED_LSTM_CPU_GEMM", "FUSED_LSTM_CPU_RECURRENT_GEMM",
                     "FUSED_LSTM_CPU_BF16_RECURRENCE")
-
-
-def cpu_has_avx512_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512_bf16" in line for line in f)
-    except OSError:
-        return False
 
 
 NEEDS_AVX512_BF16 = pytest.mark.skipif(

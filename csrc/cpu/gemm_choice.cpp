@@ -244,6 +244,25 @@ int fastest_candidate(const std::string& shape_class, const std::vector<std::str
   return static_cast<int>(it - candidates.begin());
 }
 
+namespace {
+
+// Operands for timing one block's recurrent product, c[rows, n_block] = a[rows, k] · b: values
+// do not change the timing, so constants rather than random draws, which would advance the
+// global generator (and so the caller's dropout masks, say).
+struct BlockTimingOperands {
+  BlockTimingOperands(int64_t rows, int64_t k, int64_t n_block)
+      : a(at::full({rows, k}, 0.5f, at::kFloat)),
+        b(at::full({k, n_block}, 0.015625f, at::kFloat)),
+        c(at::empty({rows, n_block}, at::kFloat)),
+        one_block{0, n_block} {}
+  const float* a_ptr() const { return a.const_data_ptr<float>(); }
+  float* c_ptr() const { return c.data_ptr<float>(); }
+  at::Tensor a, b, c;
+  std::vector<int64_t> one_block;
+};
+
+}  // namespace
+
 RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool mkl_packed_possible) {
   if (!mkl_packed_possible) return RecurrentKernel::kBrgemm;
   const std::string pinned = recurrent_from_env();
@@ -255,18 +274,11 @@ RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool 
   if (!kernel.has_value()) {
     // One block's product as one thread of a step's team runs it, on operands of this shape
     // (the choice comes before the layer prepares its weights). Ten products per timed run.
-    // Operand values do not change the timing; constants rather than random draws, which would
-    // advance the global generator (and so the caller's dropout masks, say).
-    const auto options = at::TensorOptions().dtype(at::kFloat);
-    const at::Tensor b = at::full({k, n_block}, 0.015625f, options);
-    const at::Tensor a = at::full({rows, k}, 0.5f, options);
-    at::Tensor c = at::empty({rows, n_block}, options);
-    const std::vector<int64_t> one_block = {0, n_block};
+    const BlockTimingOperands t(rows, k, n_block);
     auto time_kernel = [&](RecurrentKernel which) {
-      const BlockedOperand<float> operand(b, one_block, rows, which);
+      const BlockedOperand<float> operand(t.b, t.one_block, rows, which);
       return fastest_ms([&] {
-        for (int i = 0; i < 10; ++i)
-          operand.multiply(0, rows, a.const_data_ptr<float>(), k, c.data_ptr<float>(), n_block);
+        for (int i = 0; i < 10; ++i) operand.multiply(0, rows, t.a_ptr(), k, t.c_ptr(), n_block);
       });
     };
     const double packed_ms = time_kernel(RecurrentKernel::kMklPacked);
@@ -297,20 +309,15 @@ bool bf16_dot_carry(int64_t rows, int64_t k, int64_t n_block) {
     // As recurrent_kernel(): one block's product as one thread of the team runs it, on constant
     // operands of this shape, ten products per timed run. The fp32 side is what would run instead
     // (BlockedOperand<float>: MKL's packed path or brgemm, itself a measured choice).
-    const auto options = at::TensorOptions().dtype(at::kFloat);
-    const at::Tensor b = at::full({k, n_block}, 0.015625f, options);
-    const at::Tensor a = at::full({rows, k}, 0.5f, options);
-    const at::Tensor a16 = a.to(at::kBFloat16);
-    at::Tensor c = at::empty({rows, n_block}, options);
-    const std::vector<int64_t> one_block = {0, n_block};
-    const BlockedOperand<float> fp32(b, one_block, rows);
-    const BlockedOperandBf16 dot(b, one_block, BlockedOperandBf16::Kernel::kBf16Dot);
+    const BlockTimingOperands t(rows, k, n_block);
+    const at::Tensor a16 = t.a.to(at::kBFloat16);
+    const BlockedOperand<float> fp32(t.b, t.one_block, rows);
+    const BlockedOperandBf16 dot(t.b, t.one_block, BlockedOperandBf16::Kernel::kBf16Dot);
     const double fp32_ms = fastest_ms([&] {
-      for (int i = 0; i < 10; ++i) fp32.multiply(0, rows, a.const_data_ptr<float>(), k, c.data_ptr<float>(), n_block);
+      for (int i = 0; i < 10; ++i) fp32.multiply(0, rows, t.a_ptr(), k, t.c_ptr(), n_block);
     });
     const double dot_ms = fastest_ms([&] {
-      for (int i = 0; i < 10; ++i)
-        dot.multiply(0, rows, a16.const_data_ptr<c10::BFloat16>(), k, c.data_ptr<float>(), n_block);
+      for (int i = 0; i < 10; ++i) dot.multiply(0, rows, a16.const_data_ptr<c10::BFloat16>(), k, t.c_ptr(), n_block);
     });
     remember(shape_class, dot_ms < fp32_ms ? "bf16_dot" : "fp32",
              "measured (10 products): fp32 " + format_ms(fp32_ms) + ", bf16_dot " + format_ms(dot_ms));
