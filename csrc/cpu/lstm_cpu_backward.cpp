@@ -67,7 +67,7 @@ bool backward_recurrence_cpu(const BackwardRecurrenceArgs& a) {
   const bool rounded_out = a.dgates_rounded.defined();  // so acc_type is float
   const bool onednn_carry =
       rounded_out && H % cpu::BlockedOperandBf16::kPanel == 0 && cpu::BlockedOperandBf16::available();
-  // [bf16_dot hook] Elsewhere the AVX512_BF16 dot-product kernel may serve the same bf16 carry
+  // Elsewhere the AVX512_BF16 dot-product kernel may serve the same bf16 carry
   // (any H): where bf16_dot_carry() measures it faster than the fp32 carry for one block's
   // product, or FUSED_LSTM_CPU_BF16_RECURRENCE=bf16_dot pins it. "amx_carry": either kernel.
   const bool dot_carry =
