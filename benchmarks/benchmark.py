@@ -78,6 +78,7 @@ from benchmarks.environment import (
     device_slug,
     environment,
     safe_build_info,
+    safe_kernel_choices,
 )
 from benchmarks.suites import (
     ALGO_ENV,
@@ -442,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(f"\n{len(rows)} rows in {elapsed:.0f} s")
     _print_geomeans(impls, modes, rows)
-    return _write_outputs(dict(env, elapsed_s=elapsed, rows=rows), args, now)
+    # What the CPU layers measured and chose on this host (which GEMM kernels; which inference
+    # layers ran ATen's LSTM): part of what a ratio means.
+    choices = safe_kernel_choices() if not cuda else []
+    return _write_outputs(dict(env, elapsed_s=elapsed, rows=rows, cpu_kernel_choices=choices), args,
+                          now)
 
 
 if __name__ == "__main__":

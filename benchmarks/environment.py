@@ -41,6 +41,14 @@ def git_commit() -> str:
     return os.environ.get("FUSED_LSTM_GIT_COMMIT") or "unknown"
 
 
+def safe_kernel_choices() -> list:
+    """fused_lstm.cpu_kernel_choices(), or [] where fused_lstm cannot be imported."""
+    try:
+        return list(fused_lstm.cpu_kernel_choices())
+    except Exception:  # noqa: BLE001 - a benchmark of nn.LSTM alone still writes its results
+        return []
+
+
 def safe_build_info() -> dict:
     try:
         return dict(fused_lstm.build_info())

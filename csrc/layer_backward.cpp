@@ -126,16 +126,29 @@ BackwardResult gradients(const BackwardArgs& a, const LayerShape& s, const Backw
     grad_input = grad_input.to(dtype).view(a.input.sizes());
   }
   if (a.output_mask[1]) {
-    const Tensor dgates_t = dgates_gemm.t();
-    grad_w_ih = at::mm(dgates_t, a.input.reshape({N, s.input}).to(gemm_dtype)).to(dtype);
+    const Tensor x = a.input.reshape({N, s.input}).to(gemm_dtype);
     // h_prev of every token: rows of [hx; output] (Note [Row layout and step schedule]).
     Tensor h_sources = temporary(kernels, a, {B + N, P}, gemm_dtype);
     h_sources.narrow(0, 0, B).copy_(a.hx);
     h_sources.narrow(0, B, N).copy_(a.output.reshape({N, P}));
     Tensor h_prev = temporary(kernels, a, {N, P}, gemm_dtype);
     at::index_select_out(h_prev, h_sources, 0, previous_row_index(r.schedule, N, B, a.input.device()));
-    grad_w_hh = at::mm(dgates_t, h_prev).to(dtype);
-    if (a.has_bias) grad_bias = r.dgates.sum(0).to(dtype);
+    // dW = dgatesᵀ · operand, for operand x (W_ih) and h_prev (W_hh).
+    const Tensor dgates_t = kernels.transposed != nullptr ? kernels.transposed(dgates_gemm) : Tensor();
+    auto weight_gradient = [&](const Tensor& operand) {
+      const Tensor operand_t = dgates_t.defined() ? kernels.transposed(operand) : Tensor();
+      if (!operand_t.defined()) return at::mm(dgates_gemm.t(), operand).to(dtype);
+      return (kernels.linear != nullptr ? kernels.linear(dgates_t, operand_t, Tensor()) : at::mm(dgates_t, operand))
+          .to(dtype);
+    };
+    grad_w_ih = weight_gradient(x);
+    grad_w_hh = weight_gradient(h_prev);
+    if (a.has_bias) {
+      // Summed along the rows of the transposed copy where there is one of dgates itself (fp32):
+      // contiguous row sums rather than a column reduction (0.07 vs 0.18 ms for [2048, 1024]).
+      const bool from_copy = dgates_t.defined() && dgates_t.scalar_type() == r.dgates.scalar_type();
+      grad_bias = (from_copy ? dgates_t.sum(1) : r.dgates.sum(0)).to(dtype);
+    }
     if (s.has_proj) {
       const Tensor h_unprojected = r.gates.narrow(1, 3 * H, H) * r.cells.tanh();  // o * tanh(c)
       grad_w_hr = at::mm(r.dh_total.t(), h_unprojected).to(dtype);

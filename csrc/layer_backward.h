@@ -53,6 +53,12 @@ struct BackwardKernels {
   // a · wᵀ (w [N, K] contiguous) for the input gradient: the CPU's measured choice of GEMM (Note
   // [Measured GEMM choice on CPU] in cpu/gemm_choice.h); nullptr: at::mm.
   Tensor (*linear)(const Tensor& a, const Tensor& w, const Tensor& out) = nullptr;
+  // A contiguous transposed copy of a matrix, or an undefined tensor where the device has no fast
+  // one for its dtype. Given, the weight gradients multiply transposed copies, dgatesᵀ [4H, N] by
+  // the operands' [K, N] (as a · wᵀ through `linear`), rather than dgates read transposed: MKL and
+  // oneDNN both run their best kernels only on operands stored the way the product reads them
+  // (Note [Weight gradients on CPU] in cpu/lstm_cpu_backward.cpp). nullptr: at::mm on dgates.t().
+  Tensor (*transposed)(const Tensor& a) = nullptr;
 };
 
 // The backward op on the arguments' device, with that device's kernels.

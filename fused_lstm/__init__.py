@@ -39,7 +39,9 @@ def cpu_kernel_choices() -> list:
     threads), which kernel serves it and how it was chosen (the timings measured on this host at
     the first call of that class, or the environment variable that pinned it).
     ``FUSED_LSTM_CPU_GEMM=aten|onednn`` pins the big GEMMs, ``FUSED_LSTM_CPU_RECURRENT_GEMM=
-    mkl_packed|brgemm`` the per-step recurrent products."""
+    mkl_packed|brgemm`` the per-step recurrent products. Inference layers ("layer ..." classes)
+    run the fused layer or ATen's LSTM, whichever measured faster (``FUSED_LSTM_CPU_LAYER=
+    fused|aten_lstm`` pins it)."""
     return [dict(c) for c in _C.cpu_kernel_choices()]
 
 

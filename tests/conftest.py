@@ -1,9 +1,15 @@
+import os
 import random
 
 import pytest
 import torch
 
 from tests.lstm_testing import cuda_skip_reason, cuda_usable
+
+# An inference call of a CPU layer may run ATen's LSTM where it measures faster (Note [ATen's LSTM
+# as a candidate] in csrc/cpu/lstm_cpu.cpp): the suite tests the fused layer unless a test says
+# otherwise (tests/test_cpu_layer_choice.py tests the choice and ATen's side of it).
+os.environ.setdefault("FUSED_LSTM_CPU_LAYER", "fused")
 
 
 def pytest_configure(config):

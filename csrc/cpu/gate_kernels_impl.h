@@ -277,10 +277,51 @@ void row_dot(const acc_t* x, int64_t ldx, int64_t rows, const acc_t* w, int64_t 
   }
 }
 
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// out[c, r] = a[r, c] for an 8 x 8 tile: eight row loads, three rounds of shuffles, eight row
+// stores (the usual unpack / shuffle / lane-permute network).
+inline void transpose_8x8(const float* a, int64_t lda, float* out, int64_t ldo) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(a + i * lda);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // quads of rows 4i .. 4i + 3
+    r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(out + i * ldo, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(out + (i + 4) * ldo, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+#endif
+
+// TransposeFn (gate_kernels.h): 8 x 8 register tiles where the ISA has them, scalar edges.
+inline void transpose_tile(const float* a, int64_t lda, int64_t rows, int64_t cols, float* out, int64_t ldo) {
+  int64_t r = 0;
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  for (; r + 8 <= rows; r += 8) {
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) transpose_8x8(a + r * lda + c, lda, out + c * ldo + r, ldo);
+    for (; c < cols; ++c) {
+      for (int64_t i = r; i < r + 8; ++i) out[c * ldo + i] = a[i * lda + c];
+    }
+  }
+#endif
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t i = r; i < rows; ++i) out[c * ldo + i] = a[i * lda + c];
+  }
+}
+
 inline GateKernels make_gate_kernels(const char* instruction_set) {
   return {instruction_set,          &forward_cells<float>,   &forward_cells<double>,
           &backward_cells<float>,   &backward_cells<double>, &forward_cells<float, c10::BFloat16>,
-          &backward_cells_bf16_out, &row_dot<float>,         &row_dot<double>};
+          &backward_cells_bf16_out, &row_dot<float>,         &row_dot<double>,
+          &transpose_tile};
 }
 
 }  // namespace CPU_CAPABILITY

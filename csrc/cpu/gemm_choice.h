@@ -6,13 +6,15 @@
 // about half of oneDNN's speed (docs/DESIGN.md, measured facts). A choice right on one host is
 // wrong on another, so the CPU layers choose by timing the candidates on the running host the
 // first time they meet a shape class, and keep the winner for the rest of the process:
-//  - big GEMMs (the hoisted input projection x · W_ihᵀ, the backward's dgates · W_ih): ATen's
+//  - big GEMMs (the hoisted input projection x · W_ihᵀ, the backward's dgates · W_ih and weight
+//    gradients, Note [Weight gradients on CPU] in lstm_cpu_backward.cpp): ATen's
 //    at::mm (MKL on x86 wheels) or oneDNN's matmul (the mkldnn::_linear_pointwise op);
 //  - the per-block recurrent products of fp32 layers, batches of kMklPackedMinRows rows or more:
 //    MKL's packed SGEMM or oneDNN's brgemm micro-kernel (Note [Recurrent GEMMs on CPU]);
 //  - a single step's small products (T = 1 calls): row dot products or at::mm.
-// A shape class is (kind, rows rounded up to a power of two, the other two sizes, dtype,
-// threads). Timing uses operands of the class's shape, each candidate's fastest of a few runs;
+// A shape class is (kind, rows and -- for big GEMMs -- depth rounded up to powers of two, since
+// either may be a token count that changes from call to call, the other sizes, dtype, threads).
+// Timing uses operands of the class's shape, each candidate's fastest of a few runs;
 // it costs a few extra products on the first call of a class only. Where oneDNN has no primitive
 // for a product on this CPU (bf16 on AVX2-only CPUs), at::mm serves it. Results are deterministic
 // for a given choice; FUSED_LSTM_CPU_GEMM and FUSED_LSTM_CPU_RECURRENT_GEMM pin one (tests force
@@ -56,6 +58,13 @@ RecurrentKernel recurrent_kernel(int64_t rows, int64_t k, int64_t n_block, bool 
 // lstm_cpu.cpp): -1 for auto (measured), else the index of the pinned strategy in the forward's
 // candidates: 0 bf16_mm, 1 fp32, 2 bf16_dot. ValueError for any other value.
 int bf16_recurrence_from_env();
+
+// FUSED_LSTM_CPU_LAYER (Note [ATen's LSTM as a candidate] in lstm_cpu.cpp): -1 for auto
+// (measured), 0 for the fused layer, 1 for ATen's LSTM. ValueError for any other value.
+int layer_kernel_from_env();
+
+// A power of two >= x (shape classes round sizes that vary from call to call).
+int64_t round_up_pow2(int64_t x);
 
 // Whether the backward's carry product of a bf16 layer without AMX's path -- dgates rounded to bf16
 // [rows, k] times a [k, n_block] block of W_hh -- runs on the AVX512_BF16 dot-product kernel

@@ -434,22 +434,16 @@ ForwardResult forward_sequence(const ForwardArgs& a, const LayerShape& s, Bf16Re
   return {output, hy, buf.c_state.to(dtype), buf.gates, buf.cells};
 }
 
-ForwardResult layer_forward_cpu(const ForwardArgs& args) {
-  // Below autograd: the op is differentiated by its backward op, never through its internals.
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
-  const LayerShape s = check_forward_arguments(args);
-  if (s.tokens == 0) return forward_without_tokens(s, args);
-  cpu::check_gemm_choice_environment();  // a bad value fails every call, not only where it is read
+// The fused layer over several steps: for bf16 layers without AMX's path, the measured choice of
+// how the recurrence runs (Note [bfloat16 GEMMs on CPU] in lstm_cpu.h); else the one plan.
+ForwardResult forward_fused(const ForwardArgs& args, const LayerShape& s) {
   const int pinned = bf16_recurrence_from_env();
-  if (single_step_applies(s, args.input.scalar_type())) return forward_single_step(s, args);
   const auto dtype = args.input.scalar_type();
   const bool choice_applies = plan_forward(s, dtype, Bf16Recurrence::kBf16Mm).product !=
                               plan_forward(s, dtype, Bf16Recurrence::kFp32Blocks).product;
   if (!choice_applies) return forward_sequence(args, s, Bf16Recurrence::kBf16Mm);
   std::ostringstream key;
-  int64_t rows_class = 1;
-  while (rows_class < s.batch) rows_class *= 2;
-  key << "bf16 recurrence rows<=" << rows_class << " P=" << s.proj << " H=" << s.hidden
+  key << "bf16 recurrence rows<=" << round_up_pow2(s.batch) << " P=" << s.proj << " H=" << s.hidden
       << " threads=" << at::get_num_threads();
   // The dot-product kernel is a candidate where this CPU runs it.
   const bool bf16_dot = cpu::BlockedOperandBf16::bf16_dot_available();
@@ -465,6 +459,58 @@ ForwardResult layer_forward_cpu(const ForwardArgs& args) {
       pinned);
   return results[chosen].has_value() ? *results[chosen]
                                      : forward_sequence(args, s, static_cast<Bf16Recurrence>(chosen));
+}
+
+// Note [ATen's LSTM as a candidate]
+// On hosts where oneDNN's LSTM primitive (nn.LSTM's CPU path) is strong, it runs large
+// compute-bound inference layers closer to the machine's GEMM peak than the fused layer: measured
+// on a 2-core AMD EPYC (Zen 4), T=100 B=64 I=H=512 fp32, 128 ms (~93% of the fp32 FMA peak) against
+// 141-149 ms, where every product of the fused layer already runs at 82-88% of it. A drop-in
+// nn.LSTM must never be the slower choice, so an inference call of a layer that ATen's LSTM can
+// run -- no workspace to save (its gates are not the backward op's), no projection, not packed,
+// fp32 or bf16 -- takes whichever of the two is measured faster for its shape class on this host
+// (fastest_candidate, Note [Measured GEMM choice on CPU]): ATen's runs the layer as nn.LSTM would
+// (a reverse direction on the time-flipped input). cpu_kernel_choices() records each choice;
+// FUSED_LSTM_CPU_LAYER=fused|aten_lstm pins one (the test suite pins the fused layer and tests
+// ATen's separately). Training calls always run the fused layer.
+bool aten_lstm_applies(const ForwardArgs& a, const LayerShape& s) {
+  const auto dtype = a.input.scalar_type();
+  return !a.save_workspace && !s.has_proj && !s.packed && (dtype == at::kFloat || dtype == at::kBFloat16) &&
+         at::hasMKLDNN() && at::globalContext().userEnabledMkldnn();
+}
+
+ForwardResult forward_aten_lstm(const ForwardArgs& a, const LayerShape& s) {
+  const Tensor input = a.reverse ? a.input.flip(0) : a.input;
+  std::vector<Tensor> params = {a.weight_ih, a.weight_hh};
+  if (s.has_bias) params.insert(params.end(), {*a.bias_ih, *a.bias_hh});
+  auto [output, hy, cy] = at::lstm(input, {a.hx.unsqueeze(0), a.cx.unsqueeze(0)}, params, s.has_bias,
+                                   /*num_layers=*/1, /*dropout=*/0.0, /*train=*/false, /*bidirectional=*/false,
+                                   /*batch_first=*/false);
+  const auto no_workspace = a.input.options().dtype(opmath_type(a.input.scalar_type()));
+  return {a.reverse ? output.flip(0) : output, hy.squeeze(0), cy.squeeze(0), at::empty({0}, no_workspace),
+          at::empty({0}, no_workspace)};
+}
+
+ForwardResult layer_forward_cpu(const ForwardArgs& args) {
+  // Below autograd: the op is differentiated by its backward op, never through its internals.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const LayerShape s = check_forward_arguments(args);
+  if (s.tokens == 0) return forward_without_tokens(s, args);
+  cpu::check_gemm_choice_environment();  // a bad value fails every call, not only where it is read
+  if (single_step_applies(s, args.input.scalar_type())) return forward_single_step(s, args);
+  if (!aten_lstm_applies(args, s)) return forward_fused(args, s);
+  std::ostringstream key;
+  key << "layer " << c10::toString(args.input.scalar_type()) << " T<=" << round_up_pow2(s.steps)
+      << " rows<=" << round_up_pow2(s.batch) << " I=" << s.input << " H=" << s.hidden
+      << (args.reverse ? " reverse" : "") << " threads=" << at::get_num_threads();
+  // Measuring runs both on this call's own operands; the winner's result is returned.
+  std::array<std::optional<ForwardResult>, 2> results;
+  const int chosen = fastest_candidate(
+      key.str(), {"fused", "aten_lstm"},
+      [&](int i) { results[i] = i == 0 ? forward_fused(args, s) : forward_aten_lstm(args, s); },
+      layer_kernel_from_env());
+  if (results[chosen].has_value()) return *results[chosen];
+  return chosen == 0 ? forward_fused(args, s) : forward_aten_lstm(args, s);
 }
 
 }  // namespace
