@@ -106,10 +106,11 @@ LayerShape check_layer(const char* op, const Tensor& input, const Tensor& hx, co
     s.tokens = s.steps * s.batch;
   }
 
-  check_dims(op, "hx", hx, 2, "(batch, proj_size or hidden_size)");
+  // (A leading layer dimension of size one is gone by now: Note [States with a layer dimension].)
+  check_dims(op, "hx", hx, 2, "(batch, proj_size or hidden_size), or (1, batch, proj_size or hidden_size)");
   check_like_input(op, "hx", hx, input);
   check_shape(op, "hx", hx, {s.batch, s.proj}, "(batch, proj_size or hidden_size)");
-  check_dims(op, "cx", cx, 2, "(batch, hidden_size)");
+  check_dims(op, "cx", cx, 2, "(batch, hidden_size), or (1, batch, hidden_size)");
   check_like_input(op, "cx", cx, input);
   check_shape(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)");
   return s;

@@ -6,6 +6,8 @@
 // optional biases, an optional projection weight (proj_size), optional batch_sizes for packed
 // input. The forward returns everything backward needs (gates, cells: the workspace) as outputs,
 // empty when save_workspace is false, so fake kernels, opcheck and torch.compile see them.
+// States are (batch, width) or (1, batch, width), results for them in the shape given (Note
+// [States with a layer dimension] in layer_args.h).
 // Device kernels are registered per dispatch key in csrc/cpu/ and csrc/cuda/.
 // Both ops are tagged cudagraph_unsafe: the CUDA kernels stage their step schedule and row
 // indices through (pinned) host memory every call, which a captured CUDA graph would replay from

@@ -77,33 +77,23 @@ class _LSTMCellEager(torch.autograd.Function):
         return (grad_input, *grads[1:7])
 
 
-def _module_states(output: Tensor, hy: Tensor, cy: Tensor,
-                   batch_sizes: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """``(output, h_n, c_n)`` of a one-layer forward module from the op's fresh outputs, h_n
-    and c_n ``[1, B, .]``: reshaped in place (no copy, and not views, as nn.LSTM's are not:
-    ``h_n.detach_()`` works). One step, padded: the op's output [1, B, P] holds exactly hy's
-    values, so it serves as h_n and hy, reshaped, as the output: one reshape less."""
-    if batch_sizes is None and output.size(0) == 1:
-        return hy.unsqueeze_(0), output, cy.unsqueeze_(0)
-    return output, hy.unsqueeze_(0), cy.unsqueeze_(0)
-
-
 class _LSTMModuleLayerEager(torch.autograd.Function):
     """A one-layer, one-direction fused_lstm.LSTM in plain eager training (as _LSTMLayerEager,
     which see): ``apply(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
     batch_sizes)`` with the module's ``[1, B, P]`` / ``[1, B, H]`` states returns ``(output,
-    h_n, c_n)`` in the module's shapes. The states' layer dimension is dropped and added here,
-    with grad mode off (a view or a stack per state outside costs about 1 us more each); h_n
-    and c_n are the op's fresh tensors reshaped in place, so not views, as nn.LSTM's are not
-    (``h_n.detach_()`` works)."""
+    h_n, c_n)`` in the module's shapes. The op takes and gives the states with their layer
+    dimension (Note [States with a layer dimension] in csrc/layer_args.h): h_n and c_n are its
+    fresh tensors, so not views, as nn.LSTM's are not (``h_n.detach_()`` works). The backward
+    drops and adds the dimension itself (with grad mode off), so the saved states reach
+    ``_layer_backward``'s reference and higher-order paths in the shapes they take."""
 
     @staticmethod
     def forward(ctx, input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                 batch_sizes):
         save = ctx.has_workspace = any(ctx.needs_input_grad)
-        output, hy, cy, gates, cells = _ops.eager_forward()(
-            input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-            batch_sizes, False, save)
+        output, h_n, c_n, gates, cells = _ops.eager_forward()(
+            input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, batch_sizes,
+            False, save)
         ctx.set_materialize_grads(False)
         ctx.reverse = False
         if save:
@@ -112,7 +102,7 @@ class _LSTMModuleLayerEager(torch.autograd.Function):
         else:
             ctx.save_for_backward(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh,
                                   weight_hr, batch_sizes)
-        return _module_states(output, hy, cy, batch_sizes)
+        return output, h_n, c_n
 
     @staticmethod
     def backward(ctx, grad_output, grad_h_n, grad_c_n):
@@ -156,12 +146,10 @@ def run_module_layer(input: Tensor, h_0: Tensor, c_0: Tensor, weight_ih: Tensor,
                 bias_ih if bias_ih is None else unwrap_if_dead(bias_ih),
                 bias_hh if bias_hh is None else unwrap_if_dead(bias_hh),
                 weight_hr if weight_hr is None else unwrap_if_dead(weight_hr), batch_sizes)
-        # Nothing to differentiate: the op itself (run_layer's choice), its states reshaped in
-        # place (fresh tensors: no copy, and not views).
-        output, hy, cy, _, _ = _ops.eager_forward()(
-            input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
-            batch_sizes, False, False)
-        return _module_states(output, hy, cy, batch_sizes)
+        # Nothing to differentiate: the op itself (run_layer's choice), on and giving the
+        # module's states (fresh tensors, not views).
+        return _ops.eager_forward()(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                    weight_hr, batch_sizes, False, False)[:3]
     output, hy, cy = run_layer(input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh,
                                weight_hr, batch_sizes, False)
     return output, torch.stack((hy,)), torch.stack((cy,))

@@ -348,6 +348,13 @@ def lstm_layer(
             if not isinstance(value, Tensor) and not (optional and value is None):
                 raise TypeError(f"fused_lstm.lstm_layer: expected {name} to be a Tensor"
                                 f"{' or None' if optional else ''}, got {type(value).__name__}")
+    # (B, .) states only (Note [Argument checks] (2)): the op also takes a module's (1, B, .)
+    # states, which the vmap rule here would fold into the wrong dimension.
+    for name, state in (("hx", hx), ("cx", cx)):
+        if state is not None and state.dim() != 2:
+            raise ValueError(f"fused_lstm.lstm_layer: expected {name} with 2 dims (batch, "
+                             f"{'proj_size or hidden_size' if name == 'hx' else 'hidden_size'}), "
+                             f"got {state.dim()} dims (shape {tuple(state.shape)})")
     if hx is None or cx is None:
         if batch_sizes is not None and hx is None:
             # Read here, before the states are allocated from it (with hx given, the op and the

@@ -74,7 +74,9 @@ CASES = {
                             "input|weight_ih"),
     "hx-batch": ({}, setv(hx=lambda: torch.randn(B + 1, H)), RuntimeError, "hx"),
     "hx-width": ({}, setv(hx=lambda: torch.randn(B, H + 1)), RuntimeError, "hx"),
-    "hx-3d": ({}, setv(hx=lambda: torch.randn(1, B, H)), EITHER, "hx"),
+    # (1, B, H) is a module's per-layer slice, which the op takes (not lstm_layer: below)
+    "hx-3d": ({}, setv(hx=lambda: torch.randn(2, B, H)), EITHER, "hx"),
+    "cx-3d": ({}, setv(cx=lambda: torch.randn(2, B, H)), EITHER, "cx"),
     "cx-batch": ({}, setv(cx=lambda: torch.randn(B + 1, H)), RuntimeError, "cx"),
     "cx-width": ({}, setv(cx=lambda: torch.randn(B, H - 1)), RuntimeError, "cx"),
     "weight_ih-rows": ({}, setv(weight_ih=lambda: torch.randn(4 * H + 1, I)), RuntimeError,
@@ -342,6 +344,10 @@ RAISES = {
         "bias_hh"),
     # -- functional ----------------------------------------------------------------------------
     "functional/input-not-a-tensor": (lambda: functional(input=[[1.0] * I]), TypeError, "input"),
+    "functional/hx-with-a-layer-dim": (lambda: functional(hx=torch.randn(1, B, H)), ValueError,
+                                       r"expected hx with 2 dims"),
+    "functional/cx-with-a-layer-dim": (lambda: functional(cx=torch.randn(1, B, H)), ValueError,
+                                       r"expected cx with 2 dims"),
     "functional/batch_sizes-a-list": (lambda: functional(input=torch.randn(5, I),
                                                          batch_sizes=[2, 2, 1]),
                                       TypeError, "batch_sizes"),

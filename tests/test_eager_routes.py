@@ -93,3 +93,22 @@ def test_overridden_nn_check_methods_are_called():
     assert calls.count("check_input") == 1 and calls.count("get_expected_hidden_size") == 2
     with pytest.raises(RuntimeError, match=r"Expected hidden\[0\] size \(1, 2, 6\), got"):
         m(torch.randn(3, 2, I), (torch.zeros(1, 3, H), torch.zeros(1, 2, H)))
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+@pytest.mark.parametrize("proj", [0, 3])
+def test_one_layer_fast_path_matches_the_general_path(steps, proj):
+    """Note [One-layer fast path]: (h_0, c_0) as a tuple takes it, as a list the general path;
+    both give the same values and gradients, bitwise."""
+    torch.manual_seed(steps + proj)
+    m = fused_lstm.LSTM(I, H, proj_size=proj, dtype=F64)
+    x = torch.randn(steps, 2, I, dtype=F64, requires_grad=True)
+    h0 = torch.randn(1, 2, proj or H, dtype=F64, requires_grad=True)
+    c0 = torch.randn(1, 2, H, dtype=F64, requires_grad=True)
+    inputs = [x, h0, c0, *m.parameters()]
+    fast_out, (fast_h, fast_c) = m(x, (h0, c0))
+    general_out, (general_h, general_c) = m(x, [h0, c0])
+    got = first_and_second_order([fast_out, fast_h, fast_c], inputs)
+    want = first_and_second_order([general_out, general_h, general_c], inputs)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)

@@ -19,8 +19,10 @@ def bwd_op():
 
 
 def make_args(T=3, B=2, I=3, H=4, P=0, bias=True,  # noqa: E741  (I: input size)
-              batch_sizes=None, reverse=False, save_workspace=True, dtype=torch.float32, seed=0):
-    """Positional args of lstm_layer_forward."""
+              batch_sizes=None, reverse=False, save_workspace=True, dtype=torch.float32, seed=0,
+              layer_dim=False):
+    """Positional args of lstm_layer_forward; ``layer_dim``: the states as (1, B, .) (Note
+    [States with a layer dimension] in csrc/layer_args.h)."""
     g = torch.Generator().manual_seed(seed)
     Pe = P or H
 
@@ -34,7 +36,8 @@ def make_args(T=3, B=2, I=3, H=4, P=0, bias=True,  # noqa: E741  (I: input size)
     else:
         bs = None
         x = r(T, B, I)
-    return [x, r(B, Pe), r(B, H), r(4 * H, I), r(4 * H, Pe),
+    states = (r(1, B, Pe), r(1, B, H)) if layer_dim else (r(B, Pe), r(B, H))
+    return [x, *states, r(4 * H, I), r(4 * H, Pe),
             r(4 * H) if bias else None, r(4 * H) if bias else None,
             r(Pe, H) if P else None, bs, reverse, save_workspace]
 
@@ -49,6 +52,9 @@ FWD_SAMPLES = {
     "f32-proj-rev-nobias": dict(P=2, reverse=True, bias=False),
     "bf16": dict(dtype=torch.bfloat16),
     "T1B1": dict(T=1, B=1, H=1),
+    "f32-layer-dim-states": dict(layer_dim=True),
+    "f64-packed-layer-dim-states-nosave": dict(dtype=F64, batch_sizes=[2, 1], layer_dim=True,
+                                               save_workspace=False),
 }
 
 
@@ -81,7 +87,38 @@ BWD_SAMPLES = {
                             ("out", "hy"), (True, True)),
     "f32-nobias-proj": (dict(bias=False, P=3), ("out", "hy", "cy"), (True, True)),
     "bf16": (dict(dtype=torch.bfloat16), ("out", "hy", "cy"), (True, True)),
+    "f32-layer-dim-states": (dict(layer_dim=True), ("out", "hy", "cy"), (True, True)),
 }
+
+
+@pytest.mark.parametrize("save_workspace", [False, True])
+def test_states_with_a_layer_dimension(save_workspace):
+    # (1, B, .) states give the values of (B, .) states, and the state results in their shape:
+    # fresh tensors, not views (a module's h_n.detach_() must work).
+    args = make_args(save_workspace=save_workspace)
+    flat = fwd_op()(*args)
+    args3 = list(args)
+    args3[1], args3[2] = args[1].unsqueeze(0), args[2].unsqueeze(0)
+    layered = fwd_op()(*args3)
+    for a, b in zip(flat, layered):
+        assert torch.equal(a, b.reshape(a.shape))
+    for state in layered[1:3]:
+        assert state.shape == (1, 2, 4) and state._base is None
+        state.detach_()
+    if save_workspace:
+        grads = bwd_op()(*_bwd_args(dict(layer_dim=True)))
+        flat_grads = bwd_op()(*_bwd_args(dict()))
+        assert grads[1].shape == (1, 2, 4) and grads[2].shape == (1, 2, 4)
+        for a, b in zip(flat_grads, grads):
+            assert torch.equal(a, b.reshape(a.shape))
+
+
+def test_states_with_a_layer_dimension_of_two_are_refused():
+    args = make_args()
+    args[1] = args[1].expand(2, -1, -1)
+    with pytest.raises(ValueError, match=r"expected hx with 2 dims \(batch, proj_size or "
+                                         r"hidden_size\), or \(1, batch"):
+        fwd_op()(*args)
 
 
 @pytest.mark.parametrize("name", list(BWD_SAMPLES))

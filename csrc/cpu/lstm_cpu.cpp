@@ -487,8 +487,10 @@ ForwardResult forward_aten_lstm(const ForwardArgs& a, const LayerShape& s) {
                                    /*num_layers=*/1, /*dropout=*/0.0, /*train=*/false, /*bidirectional=*/false,
                                    /*batch_first=*/false);
   const auto no_workspace = a.input.options().dtype(opmath_type(a.input.scalar_type()));
-  return {a.reverse ? output.flip(0) : output, hy.squeeze(0), cy.squeeze(0), at::empty({0}, no_workspace),
-          at::empty({0}, no_workspace)};
+  // hy and cy copied out of their layer dimension: the op's results are never views (Note
+  // [States with a layer dimension]); [B, H] each, a negligible copy beside such a layer.
+  return {a.reverse ? output.flip(0) : output, hy.select(0, 0).clone(), cy.select(0, 0).clone(),
+          at::empty({0}, no_workspace), at::empty({0}, no_workspace)};
 }
 
 ForwardResult layer_forward_cpu(const ForwardArgs& args) {
