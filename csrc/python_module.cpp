@@ -3,11 +3,13 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <vector>
 
 #include "cpu/gate_kernels.h"
 #include "cpu/gemm_choice.h"
+#include "cpu/lstm_cpu_directions.h"
 #include "cpu/packed_gemm.h"
 #include "cuda_variants.h"
 
@@ -108,6 +110,57 @@ at::Tensor bf16_dot_gemm_for_tests(const at::Tensor& a, const at::Tensor& b, std
   return c;
 }
 
+using OptionalTensor = c10::optional<at::Tensor>;
+
+// The plain-eager route of a bidirectional CPU layer (fused_lstm/_eager.py): lstm_layer_forward
+// of both directions in one call (Note [Concurrent directions on CPU]); the forward direction's
+// five results, then the reverse direction's.
+std::vector<at::Tensor> cpu_forward_directions(const at::Tensor& input, const OptionalTensor& batch_sizes,
+                                               bool save_workspace, std::array<at::Tensor, 4> forward,
+                                               std::array<OptionalTensor, 3> forward_optional,
+                                               std::array<at::Tensor, 4> reverse,
+                                               std::array<OptionalTensor, 3> reverse_optional) {
+  using fused_lstm::cpu::DirectionTensors;
+  const std::array<DirectionTensors, 2> directions = {
+      DirectionTensors{forward[0], forward[1], forward[2], forward[3], forward_optional[0], forward_optional[1],
+                       forward_optional[2]},
+      DirectionTensors{reverse[0], reverse[1], reverse[2], reverse[3], reverse_optional[0], reverse_optional[1],
+                       reverse_optional[2]}};
+  std::vector<at::Tensor> out;
+  for (const auto& r : fused_lstm::cpu::forward_directions(input, batch_sizes, save_workspace, directions)) {
+    out.insert(out.end(), {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r)});
+  }
+  return out;
+}
+
+// lstm_layer_backward of both directions in one call: per direction (hx, cx, weight_ih,
+// weight_hh, weight_hr), (grad_output, grad_hy, grad_cy), (output, gates, cells) and output_mask;
+// the forward direction's seven gradients, then the reverse direction's.
+std::vector<at::Tensor> cpu_backward_directions(
+    const at::Tensor& input, const OptionalTensor& batch_sizes, bool has_bias, std::array<at::Tensor, 4> forward,
+    const OptionalTensor& forward_weight_hr, std::array<OptionalTensor, 3> forward_grads,
+    std::array<at::Tensor, 3> forward_saved, std::array<bool, 2> forward_mask, std::array<at::Tensor, 4> reverse,
+    const OptionalTensor& reverse_weight_hr, std::array<OptionalTensor, 3> reverse_grads,
+    std::array<at::Tensor, 3> reverse_saved, std::array<bool, 2> reverse_mask) {
+  using fused_lstm::cpu::DirectionGradients;
+  using fused_lstm::cpu::DirectionTensors;
+  const std::array<DirectionTensors, 2> directions = {
+      DirectionTensors{forward[0], forward[1], forward[2], forward[3], c10::nullopt, c10::nullopt, forward_weight_hr},
+      DirectionTensors{reverse[0], reverse[1], reverse[2], reverse[3], c10::nullopt, c10::nullopt, reverse_weight_hr}};
+  const std::array<DirectionGradients, 2> grads = {
+      DirectionGradients{forward_grads[0], forward_grads[1], forward_grads[2], forward_saved[0], forward_saved[1],
+                         forward_saved[2]},
+      DirectionGradients{reverse_grads[0], reverse_grads[1], reverse_grads[2], reverse_saved[0], reverse_saved[1],
+                         reverse_saved[2]}};
+  std::vector<at::Tensor> out;
+  for (const auto& r : fused_lstm::cpu::backward_directions(input, batch_sizes, has_bias, forward_mask, reverse_mask,
+                                                            grads, directions)) {
+    out.insert(out.end(), {std::get<0>(r), std::get<1>(r), std::get<2>(r), std::get<3>(r), std::get<4>(r),
+                           std::get<5>(r), std::get<6>(r)});
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
@@ -141,6 +194,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              pybind11::arg("column_begin"), pybind11::arg("repeats") = 1,
              "Test-only: a · b through the AVX512_BF16 dot-product kernel, b's columns in the given blocks "
              "(Note [bf16 dot-product GEMM on CPU]).");
+  module.def("_cpu_forward_directions", &cpu_forward_directions,
+             "Both directions' lstm_layer_forward of a bidirectional CPU layer (Note [Concurrent directions "
+             "on CPU]): (input, batch_sizes, save_workspace, (hx, cx, weight_ih, weight_hh), (bias_ih, "
+             "bias_hh, weight_hr) of the forward direction, the same of the reverse).");
+  module.def("_cpu_backward_directions", &cpu_backward_directions,
+             "Both directions' lstm_layer_backward of a bidirectional CPU layer (Note [Concurrent "
+             "directions on CPU]).");
   module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,
              "Which kernels serve the CPU per-step recurrent products here (Note [Recurrent GEMMs "
              "on CPU]).");

@@ -13,8 +13,8 @@ import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 from torch._C._functorch import unwrap_if_dead
 
-from . import _ops
-from .functional import _layer_backward, run_layer
+from . import _C, _ops
+from .functional import _graph_may_be_recorded, _layer_backward, run_layer
 
 # Note [Cell steps as packed input]
 # A cell step's input is [B, I]; the op wants [1, B, I], or packed data [N, I] with batch_sizes.
@@ -115,7 +115,78 @@ class _LSTMModuleLayerEager(torch.autograd.Function):
                 None if grad_c is None else grad_c.unsqueeze(0), *grads[3:9])
 
 
+class _DirectionContext:
+    """What ``_layer_backward`` reads of a one-direction Function's ctx, for one direction of
+    _BidirectionalLayerEager: the 11 flags of (input, hx, cx, the five weights, batch_sizes,
+    reverse, save_workspace)."""
+
+    def __init__(self, needs_input: bool, needs_own: Tuple[bool, ...], has_workspace: bool,
+                 reverse: bool):
+        self.needs_input_grad = (needs_input, *needs_own, False, False, False)
+        self.has_workspace = has_workspace
+        self.reverse = reverse
+
+
+class _BidirectionalLayerEager(torch.autograd.Function):
+    """Both directions of a bidirectional CPU layer in plain eager training, in one call each
+    way that may run them concurrently (Note [Concurrent directions on CPU] in
+    csrc/cpu/lstm_cpu_directions.cpp): ``apply(input, batch_sizes, h_f, c_f, 5 weights of the
+    forward direction, h_r, c_r, 5 weights of the reverse one)``, states ``[B, .]``, returns
+    ``(output, h_f, c_f, h_r, c_r)`` with the directions' outputs concatenated along the last
+    dimension, as the module's layer output. The backward runs both directions' backward ops in
+    one call too where it can (a saved workspace, no graph of the backward to record); else
+    each direction through ``_layer_backward``, which has every rule (higher orders included)."""
+
+    @staticmethod
+    def forward(ctx, input, batch_sizes, h_f, c_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_hr_f,
+                h_r, c_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r):
+        save = ctx.has_workspace = any(ctx.needs_input_grad)
+        r = _C._cpu_forward_directions(input, batch_sizes, save, (h_f, c_f, w_ih_f, w_hh_f),
+                                       (b_ih_f, b_hh_f, w_hr_f), (h_r, c_r, w_ih_r, w_hh_r),
+                                       (b_ih_r, b_hh_r, w_hr_r))
+        ctx.set_materialize_grads(False)
+        ctx.width = r[0].size(-1)
+        primals = (input, batch_sizes, h_f, c_f, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_hr_f,
+                   h_r, c_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r)
+        ctx.save_for_backward(*primals, *((r[0], r[3], r[4], r[5], r[8], r[9]) if save else ()))
+        return torch.cat((r[0], r[5]), -1), r[1], r[2], r[6], r[7]
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_h_f, grad_c_f, grad_h_r, grad_c_r):
+        s = ctx.saved_tensors
+        input, batch_sizes = s[0], s[1]
+        own = (s[2:9], s[9:16])  # hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr
+        workspace = (s[16:19], s[19:22]) if ctx.has_workspace else ((), ())
+        needs = ctx.needs_input_grad
+        own_needs = (needs[2:9], needs[9:16])
+        width = ctx.width
+        upstream = ((None if grad_output is None else grad_output[..., :width], grad_h_f, grad_c_f),
+                    (None if grad_output is None else grad_output[..., width:], grad_h_r, grad_c_r))
+        if ctx.has_workspace and not torch.compiler.is_compiling() and not _graph_may_be_recorded():
+            masks = [(needs[0], any(n[2:7])) for n in own_needs]
+            g = _C._cpu_backward_directions(
+                input, batch_sizes, own[0][4] is not None,
+                own[0][:4], own[0][6], upstream[0], workspace[0], masks[0],
+                own[1][:4], own[1][6], upstream[1], workspace[1], masks[1])
+            # per direction: grad_input, grad_hx, grad_cx, grad_weight_ih, grad_weight_hh,
+            # grad_bias (both biases), grad_weight_hr
+            grads = [(g[7 * d], g[7 * d + 1], g[7 * d + 2], g[7 * d + 3], g[7 * d + 4],
+                      g[7 * d + 5], g[7 * d + 5], g[7 * d + 6]) for d in (0, 1)]
+            grads = [[grad if (k == 0 and needs[0]) or (k > 0 and own_needs[d][k - 1]
+                                                        and own[d][k - 1] is not None) else None
+                      for k, grad in enumerate(grads[d])] for d in (0, 1)]
+        else:
+            grads = [_layer_backward(
+                _DirectionContext(needs[0], own_needs[d], ctx.has_workspace, d == 1),
+                (input, *own[d], batch_sizes, *workspace[d]), *upstream[d])[:8] for d in (0, 1)]
+        grad_input = grads[0][0]
+        if grads[1][0] is not None:
+            grad_input = grads[1][0] if grad_input is None else grad_input + grads[1][0]
+        return (grad_input, None, *grads[0][1:], *grads[1][1:])
+
+
 _module_layer_apply = super(torch.autograd.Function, _LSTMModuleLayerEager).apply
+_bidirectional_apply = super(torch.autograd.Function, _BidirectionalLayerEager).apply
 _cell_apply = super(torch.autograd.Function, _LSTMCellEager).apply
 
 
@@ -153,6 +224,23 @@ def run_module_layer(input: Tensor, h_0: Tensor, c_0: Tensor, weight_ih: Tensor,
     output, hy, cy = run_layer(input, h_0[0], c_0[0], weight_ih, weight_hh, bias_ih, bias_hh,
                                weight_hr, batch_sizes, False)
     return output, torch.stack((hy,)), torch.stack((cy,))
+
+
+def run_bidirectional_layer(input: Tensor, batch_sizes: Optional[Tensor], h_f: Tensor,
+                            c_f: Tensor, weights_f: Tuple, h_r: Tensor, c_r: Tensor,
+                            weights_r: Tuple) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Both directions of a bidirectional layer, CPU, plain eager only (the caller checks
+    both): states ``[B, .]``, ``weights_*`` the five of ``LSTM._layer_weights``; returns
+    ``(output, h_f, c_f, h_r, c_r)``, output the directions' outputs concatenated."""
+    tensors = (h_f, c_f, *weights_f, h_r, c_r, *weights_r)
+    if torch.is_grad_enabled() and (input.requires_grad or any(
+            t is not None and t.requires_grad for t in tensors)):
+        return _bidirectional_apply(
+            unwrap_if_dead(input), batch_sizes,
+            *(t if t is None else unwrap_if_dead(t) for t in tensors))
+    r = _C._cpu_forward_directions(input, batch_sizes, False, (h_f, c_f, *weights_f[:2]),
+                                   weights_f[2:], (h_r, c_r, *weights_r[:2]), weights_r[2:])
+    return torch.cat((r[0], r[5]), -1), r[1], r[2], r[6], r[7]
 
 
 def run_cell(input: Tensor, hx: Tensor, cx: Tensor, weight_ih: Tensor, weight_hh: Tensor,

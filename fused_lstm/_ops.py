@@ -21,6 +21,15 @@ FORWARD_PACKET = lstm_layer_forward
 FORWARD_CALLABLE = getattr(lstm_layer_forward, "_op", lstm_layer_forward)
 
 
+BACKWARD_PACKET = lstm_layer_backward
+
+
+def ops_replaced() -> bool:
+    """Whether either op was replaced (tests count their calls): the routes that call the ops
+    from C++ (both directions of a layer at once, fused_lstm/_eager.py) then step aside."""
+    return lstm_layer_forward is not FORWARD_PACKET or lstm_layer_backward is not BACKWARD_PACKET
+
+
 def eager_forward():
     """The forward op for plain eager calls: FORWARD_CALLABLE, unless lstm_layer_forward was
     replaced."""

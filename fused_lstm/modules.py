@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _ops
 from ._base import (
     _autocast_cast,
     _autocast_enabled,
@@ -23,7 +24,7 @@ from ._base import (
     _in_onnx_export,
     _route_to_aten,
 )
-from ._eager import run_module_layer
+from ._eager import _plain_eager, run_bidirectional_layer, run_module_layer
 from ._ops import check_batch_sizes_not_vmapped
 from .functional import run_layer
 
@@ -450,7 +451,24 @@ class LSTM(_FusedModule):
             return run_module_layer(input, hx[0], hx[1], *self._layer_weights(0), batch_sizes)
         h_n, c_n = [], []
         layer_input = input
+        # Both directions of a layer in one call, which may run them concurrently (Note
+        # [Concurrent directions on CPU] in csrc/cpu/lstm_cpu_directions.cpp): CPU, plain eager.
+        both_at_once = (directions == 2 and input.device.type == "cpu" and _plain_eager()
+                        and not _ops.ops_replaced())
         for layer in range(self.num_layers):
+            if both_at_once:
+                weights = [self._layer_weights(2 * layer + d) for d in (0, 1)]
+                if dtype is not None:
+                    weights = [[_autocast_cast(w, dtype) for w in ws] for ws in weights]
+                layer_output, h_f, c_f, h_r, c_r = run_bidirectional_layer(
+                    layer_input, batch_sizes, hx[0][2 * layer], hx[1][2 * layer], weights[0],
+                    hx[0][2 * layer + 1], hx[1][2 * layer + 1], weights[1])
+                h_n += [h_f, h_r]
+                c_n += [c_f, c_r]
+                if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                    layer_output = nn.functional.dropout(layer_output, self.dropout, training=True)
+                layer_input = layer_output
+                continue
             outputs = []
             for direction in range(directions):
                 index = layer * directions + direction

@@ -10,6 +10,10 @@ from tests.lstm_testing import cuda_skip_reason, cuda_usable
 # as a candidate] in csrc/cpu/lstm_cpu.cpp): the suite tests the fused layer unless a test says
 # otherwise (tests/test_cpu_layer_choice.py tests the choice and ATen's side of it).
 os.environ.setdefault("FUSED_LSTM_CPU_LAYER", "fused")
+# Likewise the two directions of a bidirectional CPU layer run one after the other, as each
+# direction's own op call would (Note [Concurrent directions on CPU] in
+# csrc/cpu/lstm_cpu_directions.cpp): tests/test_cpu_directions.py runs both ways.
+os.environ.setdefault("FUSED_LSTM_CPU_DIRECTIONS", "sequential")
 
 
 def pytest_configure(config):

@@ -308,6 +308,11 @@ int layer_kernel_from_env() {
   return pinned == "auto" ? -1 : pinned == "fused" ? 0 : 1;
 }
 
+int directions_from_env() {
+  const std::string pinned = choice_from_env("FUSED_LSTM_CPU_DIRECTIONS", {"sequential", "concurrent"});
+  return pinned == "auto" ? -1 : pinned == "sequential" ? 0 : 1;
+}
+
 int bf16_recurrence_from_env() {
   const std::string pinned = choice_from_env("FUSED_LSTM_CPU_BF16_RECURRENCE", {"bf16_mm", "fp32", "bf16_dot"});
   if (pinned == "auto") return -1;
@@ -354,6 +359,7 @@ void check_gemm_choice_environment() {
   (void)recurrent_from_env();
   (void)bf16_recurrence_from_env();
   (void)layer_kernel_from_env();
+  (void)directions_from_env();
 }
 
 }  // namespace cpu

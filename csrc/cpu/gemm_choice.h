@@ -63,6 +63,10 @@ int bf16_recurrence_from_env();
 // (measured), 0 for the fused layer, 1 for ATen's LSTM. ValueError for any other value.
 int layer_kernel_from_env();
 
+// FUSED_LSTM_CPU_DIRECTIONS (Note [Concurrent directions on CPU] in lstm_cpu_directions.cpp): -1
+// for auto (measured), 0 sequential, 1 concurrent. ValueError for any other value.
+int directions_from_env();
+
 // A power of two >= x (shape classes round sizes that vary from call to call).
 int64_t round_up_pow2(int64_t x);
 
