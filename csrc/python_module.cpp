@@ -194,11 +194,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              pybind11::arg("column_begin"), pybind11::arg("repeats") = 1,
              "Test-only: a · b through the AVX512_BF16 dot-product kernel, b's columns in the given blocks "
              "(Note [bf16 dot-product GEMM on CPU]).");
-  module.def("_cpu_forward_directions", &cpu_forward_directions,
+  // Without the GIL, as the dispatcher runs the ops: the worker threads take the caller's
+  // thread-local state, which may hold Python objects (saved-tensor hooks) they must incref.
+  module.def("_cpu_forward_directions", &cpu_forward_directions, pybind11::call_guard<pybind11::gil_scoped_release>(),
              "Both directions' lstm_layer_forward of a bidirectional CPU layer (Note [Concurrent directions "
              "on CPU]): (input, batch_sizes, save_workspace, (hx, cx, weight_ih, weight_hh), (bias_ih, "
              "bias_hh, weight_hr) of the forward direction, the same of the reverse).");
-  module.def("_cpu_backward_directions", &cpu_backward_directions,
+  module.def("_cpu_backward_directions", &cpu_backward_directions, pybind11::call_guard<pybind11::gil_scoped_release>(),
              "Both directions' lstm_layer_backward of a bidirectional CPU layer (Note [Concurrent "
              "directions on CPU]).");
   module.def("cpu_recurrent_gemms", &fused_lstm::cpu::recurrent_gemm_kernels,

@@ -126,3 +126,30 @@ def test_a_bad_directions_value_names_the_variable():
                           timeout=120)
     assert proc.returncode != 0
     assert "ValueError" in proc.stderr and "FUSED_LSTM_CPU_DIRECTIONS" in proc.stderr, proc.stderr
+
+
+HOOKS = textwrap.dedent("""
+    import torch, fused_lstm
+    torch.set_num_threads(2)
+    m = fused_lstm.LSTM(8, 16, bidirectional=True)
+    x = torch.randn(6, 2, 8, requires_grad=True)
+    saved = []
+    def pack(t):
+        saved.append(t.numel())
+        return t
+    # Python saved-tensor hooks live in the thread-local state the worker threads take over
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        m(x)[0].sum().backward()
+        with torch.no_grad():
+            m(x)
+    print("ok", len(saved) > 0)
+""")
+
+
+def test_concurrent_directions_under_python_saved_tensor_hooks():
+    # Once a deadlock: the workers' copy of the caller's thread-local state increfs the hooks'
+    # Python objects, which needs the GIL that the calling thread held.
+    env = dict(os.environ, FUSED_LSTM_CPU_DIRECTIONS="concurrent")
+    proc = subprocess.run([sys.executable, "-c", HOOKS], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok True", proc.stdout + proc.stderr

@@ -225,8 +225,15 @@ ForwardBuffers allocate_forward(const ForwardArgs& a, const LayerShape& s, const
   buf.c_state = a.cx.to(acc_type).contiguous().clone();
   if (s.has_proj) buf.h_unprojected = at::empty({B, H}, acc);
   // One row per token, [T, B, 4H] / [T, B, H] (or [N, .] packed); scratch memory too, back in the
-  // pool once autograd has run the backward and let them go.
-  buf.gates = a.save_workspace ? cpu::scratch_empty(per_token_shape(s, 4 * H), acc_type) : at::empty({0}, acc);
+  // pool once autograd has run the backward and let them go. The saved gates overwrite the input
+  // projection where it is in the opmath type: the gate pass reads a row's pre-activations and
+  // writes its activations in place (each element read before it is written), instead of
+  // writing 8 MiB at T=64 B=32 H=256 to memory not in cache (the op with vs without saving:
+  // 11.3 vs 9.0 ms).
+  const bool gates_over_pre = a.save_workspace && buf.pre.scalar_type() == acc_type && buf.pre.is_contiguous();
+  buf.gates = !a.save_workspace ? at::empty({0}, acc)
+              : gates_over_pre  ? buf.pre.view(per_token_shape(s, 4 * H))
+                                : cpu::scratch_empty(per_token_shape(s, 4 * H), acc_type);
   buf.cells = a.save_workspace ? cpu::scratch_empty(per_token_shape(s, H), acc_type) : at::empty({0}, acc);
   buf.products = at::empty({B * 4 * H}, acc);
   return buf;
