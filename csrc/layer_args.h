@@ -56,7 +56,6 @@ struct BackwardArgs {
 using ForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using BackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// The schema signatures, written once: a device registers forward_op<&its_forward>.
 // Note [States with a layer dimension]
 // Both ops take each state (hx, cx; grad_hy, grad_cy) either as (batch, width) or with a leading
 // layer dimension of size one, (1, batch, width): the slice a one-layer, one-direction module
@@ -88,6 +87,7 @@ inline void match_layer_dim(Tensor& result, const Tensor& like) {
   result.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides);
 }
 
+// The schema signatures, written once: a device registers forward_op<&its_forward>.
 template <ForwardResult (*Impl)(const ForwardArgs&)>
 ForwardResult forward_op(const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& weight_ih,
                          const Tensor& weight_hh, const c10::optional<Tensor>& bias_ih,

@@ -5,8 +5,12 @@ benchmarks/fuzz_differential.py through tests/differential.py): ``from tests.lst
 from __future__ import annotations
 
 import copy
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 import torch
 from torch import nn
@@ -50,6 +54,17 @@ def cpu_has_avx512_bf16() -> bool:
             return any(line.startswith("flags") and " avx512_bf16" in line for line in f)
     except OSError:
         return False
+
+
+def json_from_fresh_process(code: str, without: tuple = (), timeout: int = 300):
+    """Runs ``python -c code`` in a fresh process, with this process's environment less the
+    variables in ``without`` (a measured choice is then made there, not pinned), and returns
+    the JSON its last line of output printed."""
+    env = {k: v for k, v in os.environ.items() if k not in without}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def copy_weights_from(nn_lstm: nn.LSTM, layer: int = 0, reverse: bool = False, *,

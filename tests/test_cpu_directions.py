@@ -3,7 +3,6 @@ in csrc/cpu/lstm_cpu_directions.cpp), one after the other and concurrently, agai
 torch.nn.LSTM: outputs, states, gradients (second order too), the measured choice and a bad
 FUSED_LSTM_CPU_DIRECTIONS.
 """
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from tests.lstm_testing import rel_err
+from tests.lstm_testing import json_from_fresh_process, rel_err
 
 F64 = torch.float64
 
@@ -105,11 +104,7 @@ CHOICE = textwrap.dedent("""
 
 
 def test_the_choice_is_measured_in_a_fresh_process():
-    env = {k: v for k, v in os.environ.items() if k != "FUSED_LSTM_CPU_DIRECTIONS"}
-    proc = subprocess.run([sys.executable, "-c", CHOICE], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    choices = json.loads(proc.stdout.strip().splitlines()[-1])
+    choices = json_from_fresh_process(CHOICE, without=("FUSED_LSTM_CPU_DIRECTIONS",))
     directions = [c for c in choices if c["shape_class"].startswith("directions")]
     assert [c["shape_class"] for c in directions] == [
         "directions inference Float tokens<=16 rows<=2 I=8 H=16 P=16 threads=2"], choices

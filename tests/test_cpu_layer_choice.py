@@ -5,7 +5,6 @@ The rest of the suite pins the fused layer (tests/conftest.py); here: ATen's sid
 measured choice in a fresh process, training calls never leaving the fused layer, and a bad value
 of FUSED_LSTM_CPU_LAYER.
 """
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 import fused_lstm
-from tests.lstm_testing import rel_err
+from tests.lstm_testing import json_from_fresh_process, rel_err
 
 
 def _pair(input_size, hidden, dtype, **kwargs):
@@ -76,11 +75,7 @@ CHOICE = textwrap.dedent("""
 
 
 def test_inference_layers_choose_by_measurement():
-    env = {k: v for k, v in os.environ.items() if k != "FUSED_LSTM_CPU_LAYER"}
-    proc = subprocess.run([sys.executable, "-c", CHOICE], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json_from_fresh_process(CHOICE, without=("FUSED_LSTM_CPU_LAYER",))
     assert result["err"] < 1e-5, result
     layers = [c for c in result["choices"] if c["shape_class"].startswith("layer")]
     threads = torch.get_num_threads()

@@ -21,12 +21,12 @@ namespace {
 // each direction's steps are split over the thread team, which meets at a barrier every step:
 // at small batches that barrier, and the team's threads sharing each step's few microseconds of
 // products, are a large part of the step. Run concurrently, each direction has a core of its own
-// and no barrier at all. Measured on a 2-core AMD EPYC (Zen 4), inference, fp32: the layer on
-// one thread a direction against the 2-thread team one direction after the other, T=50 B=8
-// I=300 H=200 3.29 vs 3.70 ms, T=100 B=16 I=H=256 17.1 vs 19.8, T=100 B=1 I=H=256 1.85 vs 2.28.
-// Which one runs is measured per shape class (fastest_candidate, Note [Measured GEMM choice on
-// CPU]); FUSED_LSTM_CPU_DIRECTIONS=sequential|concurrent pins it. In the concurrent runs each
-// call is one task of an at::parallel_for over the two directions: inside it ATen's and the
+// and no barrier at all. Measured on a 2-core AMD EPYC (Zen 4), fp32, each way pinned in
+// alternating processes: T=50 B=8 I=300 H=200 inference 3.73 -> 3.47 ms, forward+backward
+// 12.86 -> 11.59; T=100 B=1 I=H=256 forward+backward 6.17 -> 5.67; T=100 B=64 I=H=512 no gain
+// (one direction's weights and products per core then stream no better). Which one runs is measured per shape class
+// (fastest_candidate, Note [Measured GEMM choice on CPU]); FUSED_LSTM_CPU_DIRECTIONS=sequential|concurrent pins it. In
+// the concurrent runs each call is one task of an at::parallel_for over the two directions: inside it ATen's and the
 // layers' own parallel loops run inline (at::in_parallel_region()), as do oneDNN's and MKL's
 // (nested OpenMP). The worker threads take the caller's thread-local state (grad mode,
 // autocast, dispatch exclusions); the ops are called below autograd (the Python caller is the
