@@ -58,11 +58,8 @@ class _LSTMCellEager(torch.autograd.Function):
             save)
         ctx.set_materialize_grads(False)
         ctx.reverse = False
-        if save:
-            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, output,
-                                  gates, cells)
-        else:
-            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh)
+        ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
+                              *((output, gates, cells) if save else ()))
         return hy, cy
 
     @staticmethod
@@ -96,12 +93,8 @@ class _LSTMModuleLayerEager(torch.autograd.Function):
             False, save)
         ctx.set_materialize_grads(False)
         ctx.reverse = False
-        if save:
-            ctx.save_for_backward(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                  weight_hr, batch_sizes, output, gates, cells)
-        else:
-            ctx.save_for_backward(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                  weight_hr, batch_sizes)
+        ctx.save_for_backward(input, h_0, c_0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                              batch_sizes, *((output, gates, cells) if save else ()))
         return output, h_n, c_n
 
     @staticmethod

@@ -249,12 +249,8 @@ class _LSTMLayerEager(torch.autograd.Function):
             reverse, save)
         ctx.set_materialize_grads(False)  # the op takes None for an unused output's gradient
         ctx.reverse = reverse
-        if save:
-            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
-                                  weight_hr, batch_sizes, output, gates, cells)
-        else:
-            ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh,
-                                  weight_hr, batch_sizes)
+        ctx.save_for_backward(input, hx, cx, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
+                              batch_sizes, *((output, gates, cells) if save else ()))
         return output, hy, cy
 
     @staticmethod

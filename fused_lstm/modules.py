@@ -465,22 +465,19 @@ class LSTM(_FusedModule):
                     hx[0][2 * layer + 1], hx[1][2 * layer + 1], weights[1])
                 h_n += [h_f, h_r]
                 c_n += [c_f, c_r]
-                if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                    layer_output = nn.functional.dropout(layer_output, self.dropout, training=True)
-                layer_input = layer_output
-                continue
-            outputs = []
-            for direction in range(directions):
-                index = layer * directions + direction
-                weights = self._layer_weights(index)
-                if dtype is not None:
-                    weights = [_autocast_cast(w, dtype) for w in weights]
-                output, h, c = run_layer(layer_input, hx[0][index], hx[1][index], *weights,
-                                         batch_sizes, direction == 1)
-                outputs.append(output)
-                h_n.append(h)
-                c_n.append(c)
-            layer_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            else:
+                outputs = []
+                for direction in range(directions):
+                    index = layer * directions + direction
+                    weights = self._layer_weights(index)
+                    if dtype is not None:
+                        weights = [_autocast_cast(w, dtype) for w in weights]
+                    output, h, c = run_layer(layer_input, hx[0][index], hx[1][index], *weights,
+                                             batch_sizes, direction == 1)
+                    outputs.append(output)
+                    h_n.append(h)
+                    c_n.append(c)
+                layer_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_output = nn.functional.dropout(layer_output, self.dropout, training=True)
             layer_input = layer_output
